@@ -1,0 +1,51 @@
+# One-command set-up: `make setup` (every other target runs it first when needed).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build. On a GPU machine,
+# override: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+
+# Training / report options, e.g. make train-resnet ARGS="--data ../shared/data/medmnist/adrenalmnist3d.npz --shape 28 28 28"
+ARGS ?=
+
+.PHONY: setup test test-fast lint train-resnet train-vit report bench bench-full prepare clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(VENV)/bin/ruff check common torch_resnet tf_transformer tests benchmarks
+
+test: setup lint
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+prepare: setup
+	$(PY) -m common prepare $(ARGS)
+
+train-resnet: setup
+	$(PY) -m torch_resnet train $(ARGS)
+
+train-vit: setup
+	$(PY) -m tf_transformer train $(ARGS)
+
+report: setup
+	$(PY) -m common report $(ARGS)
+
+bench: setup
+	$(PY) -m benchmarks.run --quick $(ARGS)
+
+bench-full: setup
+	$(PY) -m benchmarks.run $(ARGS)
+
+clean:
+	rm -rf .cache .pytest_cache .ruff_cache

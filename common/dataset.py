@@ -1,0 +1,135 @@
+"""From a data argument to cached, split arrays that either framework reads.
+
+`prepare_dataset` = source -> cache (preprocessed volumes) -> splits.json -> one memory-mapped
+array per split. Both trainers call it with the same arguments and get the same files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write
+from common.cache import build_or_load_cache, open_volumes
+from common.demo import default_cache_root
+from common.errors import DataError
+from common.preprocess import PreprocessConfig
+from common.sources import SPLIT_NAMES, Source, open_source
+from common.splits import SplitConfig, make_splits, read_splits, write_splits
+
+
+@dataclass
+class SplitData:
+    name: str
+    x: np.ndarray  # (N, D, H, W), memory-mapped, storage dtype
+    y: np.ndarray  # (N,) int64 class indices
+    sample_ids: list[str]
+    subject_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class PreparedDataset:
+    folder: Path  # the cache folder
+    split_folder: Path  # holds splits.json and <split>.npy
+    source_kind: str
+    location: str
+    label_column: str
+    classes: list[str]
+    preprocess: PreprocessConfig
+    splits: dict  # the splits.json document
+
+    @property
+    def splits_path(self) -> Path:
+        return self.split_folder / "splits.json"
+
+    @property
+    def data_hash(self) -> str:
+        return self.folder.name
+
+    @property
+    def split_hash(self) -> str:
+        return self.splits["hash"]
+
+    def split(self, name: str) -> SplitData:
+        if name not in SPLIT_NAMES:
+            raise DataError(f"split '{name}' is not one of {list(SPLIT_NAMES)}")
+        index = _read_index(self.folder)
+        ids = self.splits["sample_ids"][name]
+        rows = [index[i] for i in ids]
+        x = np.load(self.split_folder / f"{name}.npy", mmap_mode="r")
+        y = np.array([self.classes.index(r["label"]) for r in rows], dtype=np.int64)
+        return SplitData(name, x, y, ids, [r["subject_id"] for r in rows])
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for name in SPLIT_NAMES:
+            y = self.split(name).y
+            out[name] = {c: int((y == i).sum()) for i, c in enumerate(self.classes)}
+        return out
+
+    def describe(self) -> dict:
+        """What run directories and reports record about the data."""
+        return {
+            "source": self.source_kind, "location": self.location, "label_column": self.label_column,
+            "classes": self.classes, "preprocess": self.preprocess.to_dict(), "data_hash": self.data_hash,
+            "split_hash": self.split_hash, "split_method": self.splits["method"],
+            "class_counts": self.class_counts(),
+        }
+
+
+def _read_index(folder: Path) -> dict[str, dict]:
+    with (folder / "index.csv").open(newline="") as f:
+        return {row["sample_id"]: row for row in csv.DictReader(f)}
+
+
+def _split_folder_name(splits_config: SplitConfig, source: Source) -> str:
+    fixed = all(s.split is not None for s in source.samples)
+    text = "fixed" if fixed else json.dumps(splits_config.to_dict(), sort_keys=True)
+    return "split-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _write_split_arrays(folder: Path, cache_folder: Path, splits: dict) -> None:
+    volumes = open_volumes(cache_folder)
+    index = _read_index(cache_folder)
+    for name in SPLIT_NAMES:
+        rows = [int(index[i]["row"]) for i in splits["sample_ids"][name]]
+
+        def write(tmp: Path, rows=rows):
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=volumes.dtype, shape=(len(rows), *volumes.shape[1:]))
+            for j, row in enumerate(rows):  # row by row: never more than one volume in memory
+                out[j] = volumes[row]
+            out.flush()
+
+        atomic_write(folder / f"{name}.npy", write)
+
+
+def prepare_dataset(data: str | Path | None = None, *, label_column: str | None = None,
+                    classes: list[str] | None = None, preprocess: PreprocessConfig | None = None,
+                    split: SplitConfig | None = None, cache_root: Path | None = None,
+                    workers: int = 1, progress: bool = True, source: Source | None = None) -> PreparedDataset:
+    cache_root = Path(cache_root or default_cache_root())
+    split = split or SplitConfig()
+    source = source or open_source(data, label_column=label_column, classes=classes, cache_root=cache_root)
+    if preprocess is None:
+        # Binary MedMNIST masks have no foreground variation: scale them to [0, 1] instead.
+        preprocess = PreprocessConfig(normalize="minmax" if source.kind == "medmnist" else "zscore")
+    folder = build_or_load_cache(source, preprocess, cache_root, workers=workers, progress=progress)
+    split_folder = folder / _split_folder_name(split, source)
+    splits_path = split_folder / "splits.json"
+    if splits_path.is_file():
+        splits = read_splits(splits_path)
+    else:
+        splits = make_splits(source.samples, split)
+        split_folder.mkdir(parents=True, exist_ok=True)
+        _write_split_arrays(split_folder, folder, splits)
+        write_splits(splits_path, splits)  # last: its presence means the arrays are complete
+    return PreparedDataset(folder, split_folder, source.kind, source.location, source.label_column,
+                           list(source.classes), preprocess, splits)

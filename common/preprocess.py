@@ -1,0 +1,158 @@
+"""Turn one NIfTI file (or an in-memory volume) into a normalised array of the target shape.
+
+Order: load with nibabel (scale factors applied) -> canonical RAS orientation -> checks (3-D,
+finite, not constant) -> intensity normalisation -> conform to the target shape -> storage dtype.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from common.errors import DataError
+
+NORMALIZATIONS = ("zscore", "percentile", "minmax", "none")
+RESIZE_MODES = ("fit", "stretch")
+STORAGE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    shape: tuple[int, int, int] = (64, 64, 64)  # (D, H, W) of every cached volume; non-cubic allowed
+    # "fit": keep physical proportions (isotropic output voxels), centre and pad/crop;
+    # "stretch": scale each axis independently to the target size.
+    resize: str = "fit"
+    # "zscore": mean/std of the foreground (voxels above the volume mean, a crude head mask);
+    # "percentile": clip to the percentiles below, then scale to [0, 1]; "minmax": scale to [0, 1].
+    normalize: str = "zscore"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    dtype: str = "float16"  # storage dtype of the cache; batches are cast to float32 when read
+
+    def __post_init__(self):
+        shape = tuple(int(s) for s in self.shape)
+        if len(shape) != 3 or min(shape) < 2:
+            raise DataError(f"shape {self.shape}: expected three sizes >= 2 (D H W)")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+        for name, value, allowed in (
+            ("resize", self.resize, RESIZE_MODES),
+            ("normalize", self.normalize, NORMALIZATIONS),
+            ("dtype", self.dtype, STORAGE_DTYPES),
+        ):
+            if value not in allowed:
+                raise DataError(f"{name} '{value}' is not one of {list(allowed)}")
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise DataError(f"percentiles {self.percentiles}: expected 0 <= low < high <= 100")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PreprocessConfig:
+        return cls(**{**values, "shape": tuple(values["shape"]), "percentiles": tuple(values["percentiles"])})
+
+
+def load_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """(volume float32 in RAS+ voxel order, voxel sizes in mm). Raises DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        image = nib.load(str(path))
+        image = nib.funcs.squeeze_image(image)  # (X, Y, Z, 1) -> (X, Y, Z)
+        if len(image.shape) == 4:
+            raise DataError(
+                f"{path}: 4-D image of shape {image.shape}; only 3-D volumes are supported "
+                "(extract one volume first, e.g. with fslroi)"
+            )
+        if len(image.shape) != 3 or min(image.shape) < 2:
+            raise DataError(f"{path}: image of shape {image.shape} is not a 3-D volume")
+        image = nib.as_closest_canonical(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            data = np.asarray(image.get_fdata(dtype=np.float32))  # applies scl_slope / scl_inter
+        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    except DataError:
+        raise
+    except Exception as exc:  # nibabel, gzip, zlib and EOF errors of truncated or foreign files
+        raise DataError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    return data, zooms
+
+
+def check_volume(data: np.ndarray, *, origin: str) -> None:
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise DataError(f"{origin}: {bad} NaN/Inf voxel(s)")
+    if data.min() == data.max():
+        raise DataError(f"{origin}: constant volume (every voxel is {data.min()})")
+
+
+def normalize_intensity(data: np.ndarray, config: PreprocessConfig, *, origin: str) -> np.ndarray:
+    data = data.astype(np.float32, copy=False)
+    if config.normalize == "zscore":
+        foreground = data[data > data.mean()]
+        std = foreground.std()
+        if foreground.size < 2 or std == 0:
+            raise DataError(f"{origin}: foreground has no intensity variation; z-score undefined")
+        return (data - foreground.mean()) / std
+    if config.normalize == "percentile":
+        low, high = np.percentile(data, config.percentiles)
+        if high <= low:
+            raise DataError(f"{origin}: percentiles {config.percentiles} are equal ({low}); cannot scale")
+        return (np.clip(data, low, high) - low) / (high - low)
+    if config.normalize == "minmax":
+        return (data - data.min()) / (data.max() - data.min())
+    return data
+
+
+def conform(data: np.ndarray, zooms: tuple[float, float, float], config: PreprocessConfig) -> np.ndarray:
+    """Resample (trilinear) to `config.shape`; "fit" keeps physical proportions and pads with the minimum."""
+    source_shape = np.array(data.shape, dtype=float)
+    target = np.array(config.shape, dtype=float)
+    if config.resize == "stretch":
+        factors = target / source_shape
+    else:
+        extent = source_shape * np.array(zooms, dtype=float)  # field of view in mm
+        out_spacing = (extent / target).max()  # isotropic output voxels that fit the whole field
+        factors = np.array(zooms, dtype=float) / out_spacing
+    if np.allclose(factors, 1.0):
+        resized = data
+    else:
+        resized = ndimage.zoom(data, factors, order=1, mode="nearest", grid_mode=True)
+    return _centre_pad_or_crop(resized, config.shape, fill=float(data.min()))
+
+
+def _centre_pad_or_crop(data: np.ndarray, shape: tuple[int, int, int], *, fill: float) -> np.ndarray:
+    out = np.full(shape, fill, dtype=np.float32)
+    src, dst = [], []
+    for have, want in zip(data.shape, shape):
+        if have >= want:
+            start = (have - want) // 2
+            src.append(slice(start, start + want))
+            dst.append(slice(0, want))
+        else:
+            start = (want - have) // 2
+            src.append(slice(0, have))
+            dst.append(slice(start, start + have))
+    out[tuple(dst)] = data[tuple(src)]
+    return out
+
+
+def preprocess_array(data: np.ndarray, zooms, config: PreprocessConfig, *, origin: str) -> np.ndarray:
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise DataError(f"{origin}: array of shape {data.shape} is not a 3-D volume")
+    check_volume(data, origin=origin)
+    normalised = normalize_intensity(data, config, origin=origin)
+    return conform(normalised, zooms, config).astype(config.dtype)
+
+
+def preprocess_file(path: Path, config: PreprocessConfig) -> np.ndarray:
+    data, zooms = load_nifti(path)
+    return preprocess_array(data, zooms, config, origin=str(path))

@@ -1,0 +1,171 @@
+"""The run-directory contract (DESIGN.md section 3): both trainers write these files through here.
+
+    config.json      resolved config, framework and library versions, parameter count, data/split hash
+    history.csv      epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds
+    predictions.csv  sample_id,subject_id,split,y_true,y_pred,prob_<class>...   (val and test)
+    metrics.json     written by common.metrics only
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write, atomic_write_text
+from common.errors import DataError
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+PREDICTION_COLUMNS = ("sample_id", "subject_id", "split", "y_true", "y_pred")
+TENSORBOARD_TAGS = {  # same tags on both sides, so one TensorBoard overlays the two models
+    "train_loss": "loss/train", "val_loss": "loss/val",
+    "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "lr": "lr",
+}
+
+
+def new_run_dir(root: Path, model: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{model}-{stamp}"
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    config = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "python": platform.python_version(), "machine": platform_description(), **config}
+    atomic_write_text(Path(run_dir) / "config.json", json.dumps(config, indent=1, default=_json_default))
+
+
+def platform_description() -> str:
+    return f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip()
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (Path, tuple)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: not found (is {run_dir} a run directory?)") from exc
+    except ValueError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc})") from exc
+
+
+def write_history(run_dir: Path, rows: Sequence[dict]) -> None:
+    """Rewrite history.csv with every epoch so far (atomic; the file is small)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in HISTORY_COLUMNS})
+    atomic_write_text(Path(run_dir) / "history.csv", buffer.getvalue())
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "history.csv"
+    with _open_csv(path) as f:
+        reader = csv.DictReader(f)
+        _require_columns(path, reader.fieldnames, HISTORY_COLUMNS)
+        return [{k: (int(r[k]) if k == "epoch" else float(r[k])) for k in HISTORY_COLUMNS} for r in reader]
+
+
+def write_predictions(run_dir: Path, *, classes: Sequence[str], split: Sequence[str], sample_ids: Sequence[str],
+                      subject_ids: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray) -> None:
+    """probabilities: (N, n_classes) softmax outputs; y_pred is their argmax."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.shape != (len(sample_ids), len(classes)):
+        raise ValueError(f"probabilities shape {probabilities.shape} != ({len(sample_ids)}, {len(classes)})")
+
+    def write(tmp: Path):
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow([*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)])
+            for i in range(len(sample_ids)):
+                writer.writerow([sample_ids[i], subject_ids[i], split[i], classes[int(y_true[i])],
+                                 classes[int(probabilities[i].argmax())], *(f"{p:.6g}" for p in probabilities[i])])
+
+    atomic_write(Path(run_dir) / "predictions.csv", write)
+
+
+class Predictions:
+    """predictions.csv, validated: class names, labels and a (N, K) probability matrix."""
+
+    def __init__(self, path: Path, rows: list[dict], classes: list[str]):
+        self.path, self.classes = path, classes
+        self.sample_ids = [r["sample_id"] for r in rows]
+        self.subject_ids = [r["subject_id"] for r in rows]
+        self.split = np.array([r["split"] for r in rows])
+        self.y_true = np.array([classes.index(r["y_true"]) for r in rows], dtype=np.int64)
+        self.y_pred = np.array([classes.index(r["y_pred"]) for r in rows], dtype=np.int64)
+        self.probabilities = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+
+    def select(self, split: str) -> Predictions:
+        keep = self.split == split
+        subset = object.__new__(Predictions)
+        subset.path, subset.classes = self.path, self.classes
+        subset.sample_ids = [s for s, k in zip(self.sample_ids, keep) if k]
+        subset.subject_ids = [s for s, k in zip(self.subject_ids, keep) if k]
+        for name in ("split", "y_true", "y_pred", "probabilities"):
+            setattr(subset, name, getattr(self, name)[keep])
+        return subset
+
+    def __len__(self) -> int:
+        return len(self.y_true)
+
+
+def read_predictions(path: Path) -> Predictions:
+    """Read and validate predictions.csv; every problem names the file and the row."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "predictions.csv"
+    with _open_csv(path) as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        _require_columns(path, columns, PREDICTION_COLUMNS)
+        classes = [c[len("prob_"):] for c in columns if c.startswith("prob_")]
+        if len(classes) < 2:
+            raise DataError(f"{path}: needs at least two prob_<class> columns, found {classes}")
+        rows = list(reader)
+    if not rows:
+        raise DataError(f"{path}: no predictions")
+    seen = set()
+    for n, row in enumerate(rows, start=2):
+        where = f"{path} row {n}"
+        key = (row["split"], row["sample_id"])
+        if key in seen:
+            raise DataError(f"{where}: duplicate sample id '{row['sample_id']}' in split '{row['split']}'")
+        seen.add(key)
+        for column in ("y_true", "y_pred"):
+            if row[column] not in classes:
+                raise DataError(f"{where}: {column} '{row[column]}' is not one of the classes {classes}")
+        try:
+            probs = np.array([float(row[f"prob_{c}"]) for c in classes])
+        except ValueError as exc:
+            raise DataError(f"{where}: a probability is not a number ({exc})") from exc
+        if not np.isfinite(probs).all() or probs.min() < 0 or abs(probs.sum() - 1) > 1e-3:
+            raise DataError(f"{where}: probabilities {probs.tolist()} are not a distribution (>= 0, sum 1)")
+    return Predictions(path, rows, classes)
+
+
+def _open_csv(path: Path):
+    try:
+        return Path(path).open(newline="")
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: not found") from exc
+
+
+def _require_columns(path: Path, found, required) -> None:
+    missing = [c for c in required if c not in (found or [])]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(found or [])}")

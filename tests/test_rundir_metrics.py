@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from common.errors import DataError
+from common.metrics import compute_metrics, score_run
+from common.rundir import read_history, read_predictions, write_history, write_predictions
+
+
+def fake_predictions(run_dir, *, n=40, classes=("a", "b", "c"), seed=0, skill=1.5):
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    y = np.arange(n) % k
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += skill
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    split = np.where(np.arange(n) < n // 4, "val", "test")
+    write_predictions(run_dir, classes=list(classes), split=split, sample_ids=[f"s{i}" for i in range(n)],
+                      subject_ids=[f"p{i}" for i in range(n)], y_true=y, probabilities=probs)
+    return y, probs, split
+
+
+def test_predictions_round_trip_and_metrics_match_sklearn(tmp_path):
+    y, probs, split = fake_predictions(tmp_path)
+    predictions = read_predictions(tmp_path / "predictions.csv")
+    test = predictions.select("test")
+    keep = split == "test"
+    m = compute_metrics(test, n_resamples=200)
+    y_t, p_t = y[keep], probs[keep].round(6)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_t, p_t.argmax(1)))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y_t, p_t.argmax(1)))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y_t, p_t / p_t.sum(1, keepdims=True), multi_class="ovr"),
+                                         abs=1e-4)
+    assert m["confusion_matrix"] == skm.confusion_matrix(y_t, p_t.argmax(1)).tolist()
+    low, high = m["ci95"]["accuracy"]
+    assert low <= m["accuracy"] <= high
+
+
+def test_binary_auc_uses_positive_class(tmp_path):
+    y, probs, split = fake_predictions(tmp_path, classes=("neg", "pos"))
+    m = score_run(tmp_path, n_resamples=50)
+    keep = split == "test"
+    assert m["test"]["roc_auc"] == pytest.approx(skm.roc_auc_score(y[keep], probs[keep, 1]), abs=1e-4)
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["n"] == keep.sum()
+
+
+def test_bootstrap_is_seeded(tmp_path):
+    fake_predictions(tmp_path)
+    p = read_predictions(tmp_path).select("test")
+    assert compute_metrics(p, n_resamples=100, seed=3)["ci95"] == compute_metrics(p, n_resamples=100, seed=3)["ci95"]
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda t: t.replace("sample_id,", "id,", 1), r"missing column\(s\) \['sample_id'\]"),
+        (lambda t: t.replace(",a,", ",zz,", 1), "is not one of the classes"),
+        (lambda t: t + t.splitlines()[1] + "\n", "duplicate sample id 's0'"),
+    ],
+)
+def test_invalid_predictions_are_refused(tmp_path, edit, message):
+    fake_predictions(tmp_path)
+    path = tmp_path / "predictions.csv"
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(DataError, match=message):
+        read_predictions(path)
+
+
+def test_probabilities_must_be_a_distribution(tmp_path):
+    fake_predictions(tmp_path)
+    path = tmp_path / "predictions.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[-1] = "0.9"
+    cells[-2] = "0.9"
+    path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match="row 2: probabilities"):
+        read_predictions(path)
+
+
+def test_history_round_trip(tmp_path):
+    rows = [dict(epoch=e, train_loss=1.0 / e, train_accuracy=0.5, val_loss=0.9, val_accuracy=0.6, lr=1e-3, seconds=2.0)
+            for e in (1, 2)]
+    write_history(tmp_path, rows)
+    assert read_history(tmp_path) == rows
+    assert (tmp_path / "history.csv").read_text().splitlines()[0] == \
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds"
