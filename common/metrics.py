@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,12 @@ def bootstrap_indices(n: int, *, n_resamples: int, seed: int) -> np.ndarray:
 def bootstrap_ci(name: str, y_true, y_pred, probabilities, *, n_classes: int, n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     values = []
-    for rows in bootstrap_indices(len(y_true), n_resamples=n_resamples, seed=seed):
-        value = _point_metric(name, y_true[rows], y_pred[rows], probabilities[rows], n_classes)
-        if np.isfinite(value):
-            values.append(value)
+    with warnings.catch_warnings():  # a resample may miss a class: sklearn warns, the value is still defined
+        warnings.simplefilter("ignore", UserWarning)
+        for rows in bootstrap_indices(len(y_true), n_resamples=n_resamples, seed=seed):
+            value = _point_metric(name, y_true[rows], y_pred[rows], probabilities[rows], n_classes)
+            if np.isfinite(value):
+                values.append(value)
     if not values:
         return (float("nan"), float("nan"))
     tail = (1 - level) / 2 * 100

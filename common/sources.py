@@ -50,7 +50,7 @@ def is_nifti_path(path: Path) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
 
 
-def _strip_nifti_suffix(name: str) -> str:
+def strip_nifti_suffix(name: str) -> str:
     for suffix in (".nii.gz", ".nii"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -113,7 +113,7 @@ def read_manifest(csv_path: Path, *, label_column: str, classes: Sequence[str] |
         split = (row.get("split") or "").strip() or None
         if split is not None and split not in SPLIT_NAMES:
             raise DataError(f"{origin} ({rel}): split '{split}' is not one of {list(SPLIT_NAMES)}")
-        sample_id = _strip_nifti_suffix(path.name)
+        sample_id = strip_nifti_suffix(path.name)
         subject_id = (row.get("subject_id") or "").strip() or sample_id
         samples.append(Sample(sample_id, subject_id, label, path=path, split=split, origin=origin))
     _check_split_column_all_or_none(samples, csv_path)
@@ -146,7 +146,7 @@ def read_folder(root: Path, *, classes: Sequence[str] | None = None) -> Source:
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(class_dir.iterdir()):
             if is_nifti_path(path):
-                sample_id = _strip_nifti_suffix(path.name)
+                sample_id = strip_nifti_suffix(path.name)
                 samples.append(
                     Sample(sample_id, sample_id, class_dir.name, path=path.resolve(), origin=str(path))
                 )

@@ -1,0 +1,65 @@
+"""Inputs and outputs of `predict`, shared by both models: same preprocessing as training."""
+
+from __future__ import annotations
+
+import csv
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write
+from common.errors import DataError
+from common.preprocess import PreprocessConfig, preprocess_file
+from common.sources import is_nifti_path, strip_nifti_suffix
+
+
+def _input_paths(inputs: list[Path] | None, manifest: Path | None) -> list[Path]:
+    if manifest is not None:
+        manifest = Path(manifest)
+        if not manifest.is_file():
+            raise DataError(f"{manifest}: manifest not found")
+        with manifest.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if "path" not in (reader.fieldnames or []):
+                raise DataError(f"{manifest}: missing required column 'path'; found {reader.fieldnames}")
+            paths = [(manifest.parent / row["path"]).resolve() for row in reader]
+    else:
+        paths = [Path(p) for p in inputs or []]
+    if not paths:
+        raise DataError("no input files: name NIfTI files or --manifest")
+    for path in paths:
+        if not is_nifti_path(path):
+            raise DataError(f"{path}: not a .nii or .nii.gz file")
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+    return paths
+
+
+def _preprocess(job):
+    return preprocess_file(*job)
+
+
+def load_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: PreprocessConfig, *,
+                workers: int = 1) -> tuple[list[str], np.ndarray]:
+    """(sample ids, (N, D, H, W) volumes) preprocessed exactly as the training cache was."""
+    paths = _input_paths(inputs, manifest)
+    jobs = [(p, preprocess) for p in paths]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            volumes = list(pool.map(_preprocess, jobs))
+    else:
+        volumes = [_preprocess(job) for job in jobs]
+    return [strip_nifti_suffix(p.name) for p in paths], np.stack(volumes)
+
+
+def write_probabilities(out: Path, sample_ids: list[str], classes: list[str], probabilities: np.ndarray) -> Path:
+    def write(tmp: Path):
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["sample_id", "y_pred", *(f"prob_{c}" for c in classes)])
+            for sample_id, p in zip(sample_ids, probabilities):
+                writer.writerow([sample_id, classes[int(p.argmax())], *(f"{v:.6g}" for v in p)])
+
+    atomic_write(Path(out), write)
+    return Path(out)

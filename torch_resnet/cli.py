@@ -1,0 +1,54 @@
+"""`python -m torch_resnet train | predict` (multi-GPU: `torchrun --nproc_per_node N -m torch_resnet train ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.errors import DataError
+from common.options import add_data_arguments, add_training_arguments
+from torch_resnet.config import PRESETS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m torch_resnet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train, select on val, predict val/test, write the run directory")
+    add_data_arguments(train)
+    add_training_arguments(train, default_preset="small", presets=PRESETS)
+    g = train.add_argument_group("pytorch")
+    g.add_argument("--runs-root", type=Path, default=Path("runs"), help="where new run directories go (default: runs)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels_last_3d memory format (default: on)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each stage's activations in backward (less memory, more compute)")
+    predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
+    predict.add_argument("--run-dir", type=Path, required=True)
+    predict.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
+    predict.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
+    predict.add_argument("--out", type=Path, default=Path("predictions_new.csv"))
+    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--workers", type=int, default=1)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            from torch_resnet.train import train
+
+            train(args)
+        else:
+            from torch_resnet.predict import predict_files
+
+            out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
+                                workers=args.workers)
+            print(f"probabilities: {out}")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

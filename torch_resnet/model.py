@@ -1,0 +1,108 @@
+"""The seed's 3D ResNet (DESIGN.md section 2).
+
+    stem:      Conv3d(C, 32, 3, 1, 1) -> MaxPool3d(2, 1, 1) -> BatchNorm3d -> ReLU     # (B, 32, D+1, H+1, W+1)
+    layer2-11: two ResBlocks each; layers 4, 7, 10 start with a Downsample block       # halves D, H, W thrice
+    pool:      AvgPool3d(2)                                                             # (B, 32, d, h, w)
+    head:      Flatten -> Linear(F, 256) -> ReLU -> Linear(256, 256) -> ReLU -> Linear(256, N)   # logits
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from torch_resnet.config import ResNetConfig
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
+
+
+class ResBlock(nn.Module):
+    """ReLU(ReLU(BN(conv(ReLU(BN(conv(x)))))) + shortcut(x)); the ReLU before the add is the seed's.
+
+    downsample=True: the first conv has stride 2 and the shortcut is BN(Conv3d(k1, s2, p0)(x)).
+    downsample=False: the seed's "Upsample" block, an identity shortcut.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, downsample: bool):
+        super().__init__()
+        stride = 2 if downsample else 1
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm3d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm3d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        if downsample:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=2, padding=0), nn.BatchNorm3d(out_channels)
+            )
+        else:
+            if in_channels != out_channels:
+                raise ValueError(f"identity block needs in_channels == out_channels, got {in_channels}, {out_channels}")
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        main = self.relu(self.bn1(self.conv1(x)))
+        main = self.relu(self.bn2(self.conv2(main)))
+        return self.relu(main + self.shortcut(x))
+
+
+class ResNet3D(nn.Module):
+    def __init__(self, config: ResNetConfig, *, activation_checkpointing: bool = False):
+        super().__init__()
+        self.config = config
+        self.activation_checkpointing = activation_checkpointing
+        f = config.filters
+        self.stem = nn.Sequential(
+            nn.Conv3d(config.in_channels, f, kernel_size=3, stride=1, padding=1),
+            nn.MaxPool3d(kernel_size=2, stride=1, padding=1),
+            nn.BatchNorm3d(f),
+            nn.ReLU(inplace=True),
+        )
+        self.stages = nn.ModuleDict({
+            f"layer{n}": nn.Sequential(ResBlock(f, f, downsample=n in config.downsample_layers),
+                                       ResBlock(f, f, downsample=False))
+            for n in range(2, 12)
+        })
+        self.pool = nn.AvgPool3d(kernel_size=2)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(config.flatten_features, config.hidden_units),
+            nn.ReLU(inplace=True),
+            nn.Linear(config.hidden_units, config.hidden_units),
+            nn.ReLU(inplace=True),
+            nn.Linear(config.hidden_units, config.num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, D, H, W) -> logits (B, N)."""
+        x = self.stem(x)
+        for stage in self.stages.values():
+            if self.activation_checkpointing and self.training and x.requires_grad:
+                x = checkpoint(stage, x, use_reentrant=False)  # recompute activations in backward
+            else:
+                x = stage(x)
+        return self.head(self.pool(x))
+
+
+def build_resnet(config: ResNetConfig, *, activation_checkpointing: bool = False) -> ResNet3D:
+    return ResNet3D(config, activation_checkpointing=activation_checkpointing)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_sample(config: ResNetConfig) -> int:
+    """Forward FLOPs of one sample, counted on the meta device (no memory, no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_resnet(config)
+        x = torch.empty(1, config.in_channels, *config.input_shape)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    return int(counter.get_total_flops())
