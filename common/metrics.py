@@ -27,7 +27,7 @@ def roc_auc(y_true: np.ndarray, probabilities: np.ndarray, *, n_classes: int) ->
                                    labels=np.arange(n_classes)))
 
 
-def _point_metric(name: str, y_true, y_pred, probabilities, n_classes: int) -> float:
+def point_metric(name: str, y_true, y_pred, probabilities, n_classes: int) -> float:
     if name == "accuracy":
         return float(skm.accuracy_score(y_true, y_pred))
     if name == "balanced_accuracy":
@@ -48,7 +48,7 @@ def bootstrap_ci(name: str, y_true, y_pred, probabilities, *, n_classes: int, n_
     with warnings.catch_warnings():  # a resample may miss a class: sklearn warns, the value is still defined
         warnings.simplefilter("ignore", UserWarning)
         for rows in bootstrap_indices(len(y_true), n_resamples=n_resamples, seed=seed):
-            value = _point_metric(name, y_true[rows], y_pred[rows], probabilities[rows], n_classes)
+            value = point_metric(name, y_true[rows], y_pred[rows], probabilities[rows], n_classes)
             if np.isfinite(value):
                 values.append(value)
     if not values:
@@ -67,8 +67,8 @@ def compute_metrics(predictions: Predictions, *, n_resamples: int = 1000, seed: 
     precision, recall, f1, support = skm.precision_recall_fscore_support(y, y_hat, labels=labels, zero_division=0)
     result = {
         "n": int(len(y)),
-        "accuracy": _point_metric("accuracy", y, y_hat, p, k),
-        "balanced_accuracy": _point_metric("balanced_accuracy", y, y_hat, p, k),
+        "accuracy": point_metric("accuracy", y, y_hat, p, k),
+        "balanced_accuracy": point_metric("balanced_accuracy", y, y_hat, p, k),
         "macro_f1": float(skm.f1_score(y, y_hat, labels=labels, average="macro", zero_division=0)),
         "roc_auc": roc_auc(y, p, n_classes=k),
         "log_loss": float(skm.log_loss(y, _renormalised(p), labels=labels)),

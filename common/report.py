@@ -1,6 +1,336 @@
-def add_report_arguments(parser):
-    parser.add_argument("run_dirs", nargs="*")
+"""`make report`: one side-by-side comparison of run directories, as report.md and a self-contained report.html.
+
+Everything is recomputed from each run's predictions.csv and history.csv with common.metrics, so
+both models are scored by exactly the same code. Runs whose test sample ids differ are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write_text
+from common.errors import DataError
+from common.metrics import compute_metrics
+from common.rundir import Predictions, read_config, read_history, read_predictions
+from common.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
+
+MODEL_LABELS = {"tf_transformer": "Transformer", "torch_resnet": "ResNet"}
+SUMMARY_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
+                   ("roc_auc", "ROC AUC"), ("log_loss", "log loss"))
+SEED_REFERENCE = """\
+For reference only, the seed lab's own figures (DESIGN.md sections 1-2). They come from **another dataset**
+(the lab's brain MRI at 192^3, on A100 GPUs, with its own split) and are not comparable with the numbers above.
+
+| seed model | reported |
+|---|---|
+| Transformer | train loss 0.2616, train acc 0.8916, val loss 0.5043, val acc 0.7979 |
+| 3D ResNet | best epoch 99; train loss 1.1192, test loss 1.3018; train acc 0.7839, test acc 0.5971 |
+"""
 
 
-def report_from_args(args):
-    raise NotImplementedError
+@dataclass
+class Run:
+    path: Path
+    label: str
+    config: dict
+    predictions: Predictions
+    history: list[dict]
+
+    def split(self, name: str) -> Predictions:
+        return self.predictions.select(name)
+
+
+def find_latest_runs(runs_root: Path) -> list[Path]:
+    """The newest transformer run and the newest ResNet run under runs_root (either may be missing)."""
+    latest: dict[str, tuple[str, Path]] = {}
+    for config_path in Path(runs_root).glob("*/config.json"):
+        if not (config_path.parent / "predictions.csv").is_file():
+            continue  # unfinished run
+        try:
+            config = json.loads(config_path.read_text())
+        except ValueError:
+            continue
+        model, written = config.get("model"), config.get("written", "")
+        if model in MODEL_LABELS and (model not in latest or written > latest[model][0]):
+            latest[model] = (written, config_path.parent)
+    return [latest[m][1] for m in ("tf_transformer", "torch_resnet") if m in latest]
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    if not paths:
+        raise DataError("no finished run directories to report on (train a model first, or name run directories)")
+    runs = []
+    for path in paths:
+        config = read_config(path)
+        label = MODEL_LABELS.get(config.get("model"), config.get("model", "model"))
+        runs.append(Run(Path(path), label, config, read_predictions(Path(path) / "predictions.csv"),
+                        read_history(path) if (Path(path) / "history.csv").is_file() else []))
+    labels = [r.label for r in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} ({run.path.name})"
+    check_same_test_set(runs)
+    return runs
+
+
+def check_same_test_set(runs: list[Run]) -> None:
+    first = runs[0]
+    reference = set(first.split("test").sample_ids)
+    for run in runs[1:]:
+        ids = set(run.split("test").sample_ids)
+        if ids != reference:
+            only_first, only_other = sorted(reference - ids), sorted(ids - reference)
+            raise DataError(
+                f"runs have different test sets: {first.path} has {len(only_first)} test sample(s) that {run.path} "
+                f"lacks (e.g. {only_first[:3]}) and {run.path} has {len(only_other)} it lacks (e.g. {only_other[:3]}); "
+                "compare runs made on the same data and split")
+        if run.predictions.classes != first.predictions.classes:
+            raise DataError(f"runs have different classes: {first.predictions.classes} vs {run.predictions.classes}")
+
+
+def _aligned(run: Run, order: list[str]) -> Predictions:
+    """The run's test predictions in the sample order `order` (for paired tests)."""
+    test = run.split("test")
+    position = {s: i for i, s in enumerate(test.sample_ids)}
+    rows = np.array([position[s] for s in order])
+    aligned = object.__new__(Predictions)
+    aligned.path, aligned.classes = test.path, test.classes
+    aligned.sample_ids = list(order)
+    aligned.subject_ids = [test.subject_ids[i] for i in rows]
+    for name in ("split", "y_true", "y_pred", "probabilities"):
+        setattr(aligned, name, getattr(test, name)[rows])
+    return aligned
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _with_ci(metrics: dict, key: str) -> str:
+    value = _fmt(metrics[key])
+    if key in metrics["ci95"]:
+        low, high = metrics["ci95"][key]
+        value += f" ({_fmt(low)}–{_fmt(high)})"
+    return value
+
+
+def data_section(runs: list[Run]) -> str:
+    data = runs[0].config.get("data", {})
+    lines = ["## Data", ""]
+    lines.append(f"- source: {data.get('source', '?')} `{data.get('location', '?')}`; label column "
+                 f"`{data.get('label_column', '?')}`; classes {', '.join(runs[0].predictions.classes)}")
+    pre = data.get("preprocess", {})
+    lines.append(f"- target shape {tuple(pre.get('shape', ()))}, resize `{pre.get('resize')}`, normalisation "
+                 f"`{pre.get('normalize')}`; data hash `{data.get('data_hash')}`, split hash `{data.get('split_hash')}` "
+                 f"({data.get('split_method', '?')})")
+    hashes = {r.config.get("split_hash") for r in runs}
+    same = "all runs used the same split" if len(hashes) == 1 else f"split hashes differ: {sorted(map(str, hashes))}"
+    lines.append(f"- test set check: every run predicted the same {len(runs[0].split('test'))} test samples; {same}")
+    counts = data.get("class_counts")
+    if counts:
+        classes = runs[0].predictions.classes
+        lines += ["", "| split | " + " | ".join(classes) + " | total |", "|---" * (len(classes) + 2) + "|"]
+        for split, per_class in counts.items():
+            lines.append(f"| {split} | " + " | ".join(str(per_class.get(c, 0)) for c in classes)
+                         + f" | {sum(per_class.values())} |")
+    location = str(data.get("location", "")).lower()
+    if "ixi" in location:
+        lines += ["", "Data: IXI dataset (brain-development.org), Imperial College London, CC BY-SA 3.0."]
+    if "medmnist" in location:
+        lines += ["", "Data: MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023), CC BY 4.0."]
+    if data.get("source") == "demo":
+        lines += ["", "Data: the built-in **synthetic** demo volumes (not real scans)."]
+    return "\n".join(lines)
+
+
+def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> str:
+    lines = ["## Metrics", "", "Point estimate with its seeded bootstrap 95 % CI (1000 resamples) where given.", ""]
+    for split in ("val", "test"):
+        present = [r for r in runs if split in metrics[r.label]]
+        if not present:
+            continue
+        lines += [f"### {split}", "", "| metric | " + " | ".join(r.label for r in present) + " |",
+                  "|---" * (len(present) + 1) + "|"]
+        for key, title in SUMMARY_METRICS:
+            lines.append(f"| {title} | " + " | ".join(_with_ci(metrics[r.label][split], key) for r in present) + " |")
+        lines.append("| n | " + " | ".join(str(metrics[r.label][split]["n"]) for r in present) + " |")
+        lines.append("")
+    classes = runs[0].predictions.classes
+    lines += ["### Per class (test)", "", "| class | " + " | ".join(f"{r.label} P / R / F1" for r in runs)
+              + " | support |", "|---" * (len(runs) + 2) + "|"]
+    for c in classes:
+        cells = []
+        for r in runs:
+            pc = metrics[r.label]["test"]["per_class"][c]
+            cells.append(f"{_fmt(pc['precision'])} / {_fmt(pc['recall'])} / {_fmt(pc['f1'])}")
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {metrics[runs[0].label]['test']['per_class'][c]['support']} |")
+    return "\n".join(lines)
+
+
+def comparison_sentences(a: Run, b: Run, *, n_resamples: int = 1000) -> list[str]:
+    """Plain sentences on whether B differs from A on the same test samples."""
+    order = sorted(a.split("test").sample_ids)
+    pa, pb = _aligned(a, order), _aligned(b, order)
+    k = len(pa.classes)
+    y = pa.y_true
+    test = mcnemar_exact(pa.y_pred == y, pb.y_pred == y)
+    verdict = "significant at 0.05" if test["p_value"] < 0.05 else "not significant"
+    out = []
+    for name, title in (("balanced_accuracy", "balanced accuracy"), ("roc_auc", "ROC AUC"), ("accuracy", "accuracy")):
+        diff = paired_bootstrap_difference(name, y, (pa.y_pred, pa.probabilities), (pb.y_pred, pb.probabilities),
+                                           n_classes=k, n_resamples=n_resamples)
+        d, (low, high) = diff["difference"], diff["ci95"]
+        if not np.isfinite(d):
+            continue
+        direction = "higher" if d > 0 else "lower" if d < 0 else "equal"
+        ci_note = "excludes 0" if (low > 0 or high < 0) else "includes 0"
+        sentence = (f"{b.label}'s {title} is {direction} than {a.label}'s by {abs(d):.3f} "
+                    f"(paired bootstrap 95 % CI of the difference {low:+.3f}…{high:+.3f}, {ci_note})")
+        if name == "balanced_accuracy":
+            sentence += f"; exact McNemar p = {test['p_value']:.3g} ({test['a_only']} test samples only {a.label} " \
+                        f"got right, {test['b_only']} only {b.label}): {verdict}"
+        out.append(sentence + ".")
+    return out
+
+
+def facts_section(runs: list[Run]) -> str:
+    rows = [("preset", lambda c: c.get("training", {}).get("preset")),
+            ("parameters", lambda c: f"{c.get('parameters', 0):,}"),
+            ("FLOPs / sample (forward)", lambda c: _si(c.get("facts", {}).get("flops_per_sample"))),
+            ("training time", lambda c: _duration(c.get("facts", {}).get("train_seconds"))),
+            ("samples / s (training)", lambda c: _fmt(c.get("facts", {}).get("samples_per_second"), 2)),
+            ("peak memory", lambda c: _bytes(c.get("facts", {}).get("peak_memory_bytes"))),
+            ("best epoch (on val)", lambda c: c.get("facts", {}).get("best_epoch")),
+            ("device", lambda c: c.get("facts", {}).get("device")),
+            ("precision", lambda c: c.get("options", {}).get("precision")),
+            ("libraries", lambda c: ", ".join(f"{k} {v}" for k, v in c.get("framework", {}).items())),
+            ("epochs / batch / lr", lambda c: "{epochs} / {batch_size} / {lr}".format(**c.get("training", {}))
+             if c.get("training") else None),
+            ("run directory", lambda c: f"`{c.get('run_dir', '')}`")]
+    lines = ["## Model facts", "", "| | " + " | ".join(r.label for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    for title, get in rows:
+        lines.append(f"| {title} | " + " | ".join(str(get(r.config) if get(r.config) is not None else "n/a")
+                                                  for r in runs) + " |")
+    return "\n".join(lines)
+
+
+def _si(value) -> str | None:
+    if not value:
+        return None
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return str(value)
+
+
+def _bytes(value) -> str | None:
+    return f"{value / 2**30:.2f} GiB" if value else None
+
+
+def _duration(seconds) -> str | None:
+    if seconds is None:
+        return None
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def write_figures(folder: Path, runs: list[Run], metrics: dict) -> dict[str, Path]:
+    from common.plots import (
+        save_confusion_matrices,
+        save_reliability_diagram,
+        save_roc_curves,
+        save_training_curves,
+    )
+
+    classes = runs[0].predictions.classes
+    figures = {
+        "Confusion matrices (test)": save_confusion_matrices(
+            folder / "confusion_test.png", {r.label: np.array(metrics[r.label]["test"]["confusion_matrix"]) for r in runs},
+            classes),
+        "ROC curves (test)": save_roc_curves(
+            folder / "roc_test.png", {r.label: (r.split("test").y_true, r.split("test").probabilities) for r in runs},
+            classes),
+        "Reliability diagram (test)": save_reliability_diagram(
+            folder / "reliability_test.png",
+            {r.label: reliability_bins(r.split("test").y_true, r.split("test").probabilities) for r in runs}),
+    }
+    histories = {r.label: r.history for r in runs if r.history}
+    if histories:
+        figures["Training curves (train dashed, val solid)"] = save_training_curves(folder / "curves.png", histories)
+    return figures
+
+
+def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model comparison",
+                 n_resamples: int = 1000) -> Path:
+    runs = load_runs([Path(p) for p in run_dirs])
+    metrics = {r.label: {s: compute_metrics(r.split(s), n_resamples=n_resamples)
+                         for s in ("val", "test") if len(r.split(s))} for r in runs}
+    for r in runs:
+        if "test" not in metrics[r.label]:
+            raise DataError(f"{r.path}/predictions.csv: no test predictions")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(out_dir, runs, metrics)
+    parts = [f"# {title}", "", "Runs: " + ", ".join(f"{r.label} `{r.path}`" for r in runs), "", data_section(runs), "",
+             metrics_section(runs, metrics), ""]
+    if len(runs) >= 2:
+        parts += ["## Is the difference real?", "", "Paired on the same test samples; selection was on val only.", ""]
+        for other in runs[1:]:
+            parts += [f"- {s}" for s in comparison_sentences(runs[0], other, n_resamples=n_resamples)]
+        parts.append("")
+    else:
+        parts += ["## Is the difference real?", "", "Only one run: nothing to compare.", ""]
+    parts += ["## Calibration", "", " ".join(
+        f"{r.label}: expected calibration error {reliability_bins(r.split('test').y_true, r.split('test').probabilities)['ece']:.3f} (10 bins)."
+        for r in runs), ""]
+    parts += ["## Figures", ""]
+    for caption, path in figures.items():
+        parts += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
+    parts += [facts_section(runs), "", "## The seed's reported figures", "", SEED_REFERENCE]
+    markdown_text = "\n".join(parts)
+    atomic_write_text(out_dir / "report.md", markdown_text)
+    atomic_write_text(out_dir / "report.html", to_html(markdown_text, out_dir, title))
+    return out_dir / "report.md"
+
+
+HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5;padding:1px 3px}"""
+
+
+def to_html(markdown_text: str, folder: Path, title: str) -> str:
+    """The report as one HTML file with every figure embedded as a data: URI."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def embed(match: re.Match) -> str:
+        data = base64.b64encode((folder / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"/:]+\.png)"', embed, body)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{HTML_STYLE}</style></head><body>{body}</body></html>")
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="*", type=Path,
+                        help="run directories (default: the latest transformer and ResNet runs under --runs-root)")
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"))
+    parser.add_argument("--name", default="latest", help="reports/<name>/ (default: latest)")
+    parser.add_argument("--out-root", type=Path, default=Path("reports"))
+    parser.add_argument("--title", default="Model comparison")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+
+
+def report_from_args(args: argparse.Namespace) -> Path:
+    run_dirs = args.run_dirs or find_latest_runs(args.runs_root)
+    return build_report(run_dirs, args.out_root / args.name, title=args.title, n_resamples=args.bootstrap)

@@ -66,7 +66,7 @@ def test_predict_new_files(make_manifest, cache_root, tmp_path):
 
 def _run_cli(args, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "torch_resnet", *args], env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "torch_resnet", *args], env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -97,7 +97,7 @@ def test_two_process_ddp_with_gloo(make_manifest, cache_root, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
          "-m", "torch_resnet", *train_args(manifest, cache_root, run_dir, "--epochs", "2")],
-        env=env, capture_output=True, text=True)
+        env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_config(run_dir)["options"]["world_size"] == 2
     assert [r["epoch"] for r in read_history(run_dir)] == [1, 2]

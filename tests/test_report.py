@@ -1,0 +1,112 @@
+import json
+import re
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from common.errors import DataError
+from common.report import build_report, find_latest_runs
+from common.rundir import write_config, write_history, write_predictions
+from common.stats import mcnemar_exact, reliability_bins
+
+CLASSES = ["neg", "pos"]
+
+
+def fake_run(run_dir, *, model, seed, skill, test_ids=None, written="2026-01-01T00:00:00"):
+    rng = np.random.default_rng(seed)
+    test_ids = test_ids or [f"t{i:02d}" for i in range(36)]
+    ids = [f"v{i:02d}" for i in range(12)] + test_ids
+    y = np.arange(len(ids)) % 2
+    logits = rng.normal(size=(len(ids), 2))
+    logits[np.arange(len(ids)), y] += skill
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    split = ["val"] * 12 + ["test"] * len(test_ids)
+    write_predictions(run_dir, classes=CLASSES, split=split, sample_ids=ids, subject_ids=ids, y_true=y,
+                      probabilities=probs)
+    write_history(run_dir, [dict(epoch=e, train_loss=1 / e, train_accuracy=0.5 + e / 20, val_loss=1.1 / e,
+                                 val_accuracy=0.5 + e / 25, lr=1e-3, seconds=1.0) for e in range(1, 5)])
+    write_config(run_dir, {"model": model, "run_dir": str(run_dir), "parameters": 1234, "split_hash": "abc",
+                           "data": {"source": "demo", "location": "demo", "label_column": "label", "classes": CLASSES,
+                                    "split_hash": "abc", "class_counts": {"test": {"neg": 18, "pos": 18}}},
+                           "facts": {"flops_per_sample": 2e9, "train_seconds": 75, "samples_per_second": 3.2}})
+    (run_dir / "config.json").write_text(
+        json.dumps({**json.loads((run_dir / "config.json").read_text()), "written": written}))
+    rounded = np.array([[float(f"{p:.6g}") for p in row] for row in probs])
+    return y[12:], rounded[12:]
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    a = fake_run(tmp_path / "runs" / "vit-1", model="tf_transformer", seed=1, skill=0.8)
+    b = fake_run(tmp_path / "runs" / "resnet-1", model="torch_resnet", seed=2, skill=1.6)
+    return tmp_path, a, b
+
+
+def _row(markdown, title):
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {title} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+def test_report_numbers_match_sklearn(two_runs):
+    root, (y, pa), (_, pb) = two_runs
+    md_path = build_report(find_latest_runs(root / "runs"), root / "reports" / "x", n_resamples=200)
+    md = md_path.read_text()
+    test_part = md.split("### test")[1]
+    accuracy = _row(test_part, "accuracy")
+    auc = _row(test_part, "ROC AUC")
+    assert accuracy[0].startswith(f"{skm.accuracy_score(y, pa.argmax(1)):.3f} (")
+    assert accuracy[1].startswith(f"{skm.accuracy_score(y, pb.argmax(1)):.3f} (")
+    assert auc[0].startswith(f"{skm.roc_auc_score(y, pa[:, 1]):.3f}")
+    assert _row(test_part, "balanced accuracy")[1].startswith(f"{skm.balanced_accuracy_score(y, pb.argmax(1)):.3f}")
+    assert _row(test_part, "log loss")[0] == f"{skm.log_loss(y, pa / pa.sum(1, keepdims=True)):.3f}"
+    p = mcnemar_exact(pa.argmax(1) == y, pb.argmax(1) == y)["p_value"]
+    assert f"McNemar p = {p:.3g}" in md
+    assert "another dataset" in md and "synthetic" in md
+
+
+def test_html_embeds_its_images(two_runs):
+    root, *_ = two_runs
+    md_path = build_report(find_latest_runs(root / "runs"), root / "reports" / "x", n_resamples=50)
+    html = md_path.with_suffix(".html").read_text()
+    images = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert (md_path.parent / "confusion_test.png").is_file()
+
+
+def test_mismatched_test_sets_are_refused(tmp_path):
+    fake_run(tmp_path / "a", model="tf_transformer", seed=1, skill=1)
+    fake_run(tmp_path / "b", model="torch_resnet", seed=2, skill=1, test_ids=[f"t{i:02d}" for i in range(1, 37)])
+    with pytest.raises(DataError, match=r"different test sets.*\['t00'\].*\['t36'\]"):
+        build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", n_resamples=10)
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_single_run_report(tmp_path):
+    fake_run(tmp_path / "a", model="torch_resnet", seed=1, skill=1)
+    md = build_report([tmp_path / "a"], tmp_path / "out", n_resamples=10).read_text()
+    assert "Only one run" in md and "| ResNet |" in md.replace("| | ResNet |", "| ResNet |")
+
+
+def test_latest_runs_are_picked_per_model(tmp_path):
+    fake_run(tmp_path / "vit-old", model="tf_transformer", seed=1, skill=1, written="2026-01-01T00:00:00")
+    fake_run(tmp_path / "vit-new", model="tf_transformer", seed=1, skill=1, written="2026-02-01T00:00:00")
+    fake_run(tmp_path / "resnet", model="torch_resnet", seed=1, skill=1)
+    assert [p.name for p in find_latest_runs(tmp_path)] == ["vit-new", "resnet"]
+
+
+def test_mcnemar_hand_worked_case():
+    # 10 discordant pairs, 8 favour A: p = 2 * P(X <= 2 | n=10, 1/2) = 2 * 56/1024 = 0.109375
+    a = np.array([1] * 8 + [0] * 2 + [1] * 5, bool)
+    b = np.array([0] * 8 + [1] * 2 + [1] * 5, bool)
+    result = mcnemar_exact(a, b)
+    assert (result["a_only"], result["b_only"]) == (8, 2)
+    assert result["p_value"] == pytest.approx(0.109375)
+    assert mcnemar_exact(a, a)["p_value"] == 1.0
+
+
+def test_expected_calibration_error_of_a_perfectly_calibrated_bin():
+    y = np.array([0, 0, 0, 1])  # confidence 0.75 for class 0 on all four: accuracy 0.75
+    probs = np.tile([0.75, 0.25], (4, 1))
+    assert reliability_bins(y, probs)["ece"] == pytest.approx(0.0)
+    assert reliability_bins(np.array([1, 1, 1, 1]), probs)["ece"] == pytest.approx(0.75)

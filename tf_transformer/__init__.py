@@ -1,0 +1,8 @@
+"""The seed's transformer (DESIGN.md section 1) as a Keras 3 functional model, with its training and prediction.
+
+Model code uses only keras.layers / keras.ops: it runs under KERAS_BACKEND=tensorflow (default), torch or jax.
+"""
+
+from tf_transformer.config import PRESETS, TransformerConfig
+
+__all__ = ["PRESETS", "TransformerConfig"]

@@ -1,0 +1,68 @@
+"""`python -m tf_transformer train | predict`. The Keras backend comes from KERAS_BACKEND or --backend
+(tensorflow by default); keras is imported only after it is set."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from common.errors import DataError
+from common.options import add_data_arguments, add_training_arguments
+from tf_transformer.config import PRESETS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tf_transformer", description=__doc__)
+    parser.add_argument("--backend", choices=("tensorflow", "torch", "jax"),
+                        help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train, select on val, predict val/test, write the run directory")
+    add_data_arguments(train)
+    add_training_arguments(train, default_preset="small", presets=PRESETS)
+    g = train.add_argument_group("keras")
+    g.add_argument("--runs-root", type=Path, default=Path("runs"), help="where new run directories go (default: runs)")
+    g.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default="adamw")
+    g.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+                   help="XLA compilation of the train step (default: auto = Keras decides)")
+    g.add_argument("--distribute", choices=("none", "mirrored", "multiworker", "data-parallel"), default="none",
+                   help="tf.distribute MirroredStrategy / MultiWorkerMirroredStrategy (TensorFlow backend) or "
+                        "keras.distribution.DataParallel (JAX backend)")
+    g.add_argument("--logical-cpu-devices", type=int, default=0,
+                   help="with --distribute mirrored on a CPU: split it into N logical devices")
+    predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
+    predict.add_argument("--run-dir", type=Path, required=True)
+    predict.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
+    predict.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
+    predict.add_argument("--out", type=Path, default=Path("predictions_new.csv"))
+    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--workers", type=int, default=1)
+    return parser
+
+
+def parse_jit(value: str):
+    return {"auto": "auto", "true": True, "false": False}[value]
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if args.command == "train":
+            from tf_transformer.train import train
+
+            args.jit_compile = parse_jit(args.jit_compile)
+            train(args)
+        else:
+            from tf_transformer.predict import predict_files
+
+            out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
+                                workers=args.workers)
+            print(f"probabilities: {out}")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

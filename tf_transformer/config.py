@@ -1,0 +1,102 @@
+"""Transformer configuration and the preset registry (DESIGN.md section 1, decisions 1-4)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerConfig:
+    input_shape: tuple[int, int, int] = (192, 192, 192)  # (D, H, W); tokens follow from the stem's real grid
+    in_channels: int = 1
+    num_classes: int = 2  # N, from the data
+    # Stem: one Conv3D per stage, 'same' padding, ReLU. The seed's projection_dim x 8, 4, 2, 1.
+    stem_filters: tuple[int, ...] = (2048, 1024, 512, 256)
+    stem_kernels: tuple[int, ...] = (10, 1, 1, 1)  # `seed`: stage 1 patchifies, 2-4 are pointwise
+    stem_strides: tuple[int, ...] = (10, 1, 1, 1)
+    num_blocks: int = 18
+    num_heads: int = 4
+    key_dim: int = 256  # per head, as Keras' MultiHeadAttention(key_dim=projection_dim) in the seed
+    mlp_units: tuple[int, ...] = (512, 256)  # GELU, dropout after each; the last equals projection_dim
+    mlp_dropout: float = 0.15
+    attention_dropout: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    taps: tuple[int, ...] = (3, 6, 9, 12, 15, 18)  # 1-based block outputs concatenated by the decoder
+    pooling: str = "mean"  # token pooling before the head: "mean" or "flatten"
+    head_units: int = 128
+    # Decoder BatchNorm momentum. Keras' default 0.99 lets the running statistics lag for the few
+    # hundred steps of a small-data run (huge early val loss); 0.9 is PyTorch's equivalent default.
+    batchnorm_momentum: float = 0.9
+
+    def __post_init__(self):
+        for name in ("input_shape", "stem_filters", "stem_kernels", "stem_strides", "mlp_units", "taps"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape {self.input_shape}: expected three positive sizes (D, H, W)")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
+        stages = {len(self.stem_filters), len(self.stem_kernels), len(self.stem_strides)}
+        if len(stages) != 1 or 0 in stages:
+            raise ValueError(f"stem_filters/kernels/strides must have the same non-zero length, got "
+                             f"{self.stem_filters}, {self.stem_kernels}, {self.stem_strides}")
+        for name in ("stem_filters", "stem_kernels", "stem_strides", "mlp_units"):
+            if min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} {getattr(self, name)}: every value must be >= 1")
+        if self.mlp_units[-1] != self.projection_dim:
+            raise ValueError(f"mlp_units {self.mlp_units}: the last must equal projection_dim {self.projection_dim} "
+                             "(the residual add)")
+        if self.num_blocks < 1 or self.num_heads < 1 or self.key_dim < 1:
+            raise ValueError(f"num_blocks {self.num_blocks}, num_heads {self.num_heads}, key_dim {self.key_dim}: "
+                             "must be >= 1")
+        if not self.taps or any(not 1 <= t <= self.num_blocks for t in self.taps) or len(set(self.taps)) != len(self.taps):
+            raise ValueError(f"taps {self.taps}: distinct 1-based block numbers in 1..{self.num_blocks}")
+        if self.pooling not in ("mean", "flatten"):
+            raise ValueError(f"pooling '{self.pooling}' is not 'mean' or 'flatten'")
+        for name in ("mlp_dropout", "attention_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)}: must be in [0, 1)")
+
+    @property
+    def projection_dim(self) -> int:
+        return self.stem_filters[-1]
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """The stem's output grid: 'same' padding gives ceil(size / stride) per stage and axis."""
+        grid = self.input_shape
+        for stride in self.stem_strides:
+            grid = tuple(math.ceil(n / stride) for n in grid)
+        return grid
+
+    @property
+    def num_tokens(self) -> int:
+        d, h, w = self.token_grid
+        return d * h * w
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_data(self, *, input_shape, num_classes: int) -> TransformerConfig:
+        return replace(self, input_shape=tuple(input_shape), num_classes=num_classes)
+
+
+PRESETS: dict[str, TransformerConfig] = {
+    # DESIGN.md decision 1: stage 1 patchifies 10^3 patches, stages 2-4 project each token 2048->1024->512->256.
+    "seed": TransformerConfig(),
+    # The seed's text verbatim: kernel = stride = 10 in all four stages, flatten pooling (a large GPU's job).
+    "seed_literal": TransformerConfig(stem_kernels=(10, 10, 10, 10), stem_strides=(10, 10, 10, 10), pooling="flatten"),
+    # CPU-sized: 8^3 patches of a 32^3 volume = 64 tokens of 64 features, 6 blocks.
+    "small": TransformerConfig(input_shape=(32, 32, 32), stem_filters=(128, 64), stem_kernels=(8, 1),
+                               stem_strides=(8, 1), num_blocks=6, num_heads=4, key_dim=16, mlp_units=(128, 64),
+                               taps=(2, 4, 6), head_units=64),
+    # Unit tests: 4^3 patches of 16^3 = 64 tokens of 16 features, 3 blocks.
+    "tiny": TransformerConfig(input_shape=(16, 16, 16), stem_filters=(32, 16), stem_kernels=(4, 1), stem_strides=(4, 1),
+                              num_blocks=3, num_heads=2, key_dim=8, mlp_units=(32, 16), taps=(1, 2, 3), head_units=16),
+}
+
+
+def preset(name: str, **overrides) -> TransformerConfig:
+    if name not in PRESETS:
+        raise ValueError(f"preset '{name}' is not one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
