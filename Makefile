@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Training / report options, e.g. make train-resnet ARGS="--data ../shared/data/medmnist/adrenalmnist3d.npz --shape 28 28 28"
 ARGS ?=
 
-.PHONY: setup test test-fast lint train-resnet train-vit report bench bench-full prepare clean
+.PHONY: setup test test-fast lint train-resnet train-vit report bench bench-quick prepare clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 lint: setup
-	$(VENV)/bin/ruff check common torch_resnet tf_transformer tests benchmarks
+	$(VENV)/bin/ruff check common torch_resnet tf_transformer tests
 
 test: setup lint
 	$(PY) -m pytest -q
@@ -42,10 +42,10 @@ report: setup
 	$(PY) -m common report $(ARGS)
 
 bench: setup
-	$(PY) -m benchmarks.run --quick $(ARGS)
+	$(PY) -m common.benchmarks --out BENCHMARKS.md $(ARGS)
 
-bench-full: setup
-	$(PY) -m benchmarks.run $(ARGS)
+bench-quick: setup
+	$(PY) -m common.benchmarks --quick --out .cache/BENCHMARKS.quick.md $(ARGS)
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache

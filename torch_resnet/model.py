@@ -78,13 +78,24 @@ class ResNet3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, D, H, W) -> logits (B, N)."""
-        x = self.stem(x)
-        for stage in self.stages.values():
-            if self.activation_checkpointing and self.training and x.requires_grad:
-                x = checkpoint(stage, x, use_reentrant=False)  # recompute activations in backward
-            else:
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            x = self.stem(x)
+            for stage in self.stages.values():
                 x = stage(x)
+            return self.head(self.pool(x))
+        # Activation checkpointing, two levels: forward keeps only each stage's input; backward
+        # recomputes one stage at a time, itself checkpointed per block, so at most one block's
+        # activations are alive at once. (One level per stage or per block peaks about 1.3-1.6x higher.)
+        x = checkpoint(self.stem, x, use_reentrant=False)
+        for stage in self.stages.values():
+            x = checkpoint(_run_blocks_checkpointed, stage, x, use_reentrant=False)
         return self.head(self.pool(x))
+
+
+def _run_blocks_checkpointed(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    for block in stage:
+        x = checkpoint(block, x, use_reentrant=False)
+    return x
 
 
 def build_resnet(config: ResNetConfig, *, activation_checkpointing: bool = False) -> ResNet3D:

@@ -1,0 +1,234 @@
+"""`make bench`: run the project's benchmarks and write BENCHMARKS.md.
+
+Data pipeline (in this process), then each framework benchmark in its own process (the Keras
+backend is fixed per process): ResNet fast vs plain path, ResNet memory with/without activation
+checkpointing, and the transformer under each backend/precision/XLA setting. Every ratio compares
+numbers measured in the same run. `--quick` shrinks every size so CI can afford it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write_text
+from common.hardware import cpu_description
+
+IXI_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
+
+FULL = {"data_shape": 64, "resnet_shape": 64, "resnet_batch": 4, "resnet_steps": 3, "resnet_compile": True,
+        "memory_shape": 96, "memory_batch": 2, "vit_shape": 64, "vit_batch": 4, "vit_steps": 4, "vit_preset": "seed",
+        "matmul_n": 4096}
+QUICK = {"data_shape": 32, "resnet_shape": 24, "resnet_batch": 2, "resnet_steps": 2, "resnet_compile": False,
+         "memory_shape": 32, "memory_batch": 2, "vit_shape": 24, "vit_batch": 2, "vit_steps": 2, "vit_preset": "small",
+         "matmul_n": 1024}
+VIT_CONFIGS = [  # (label, backend, precision, jit_compile)
+    ("TensorFlow fp32 (tf.function, no XLA)", "tensorflow", "fp32", "false"),
+    ("TensorFlow fp32 + XLA", "tensorflow", "fp32", "true"),
+    ("TensorFlow mixed_bfloat16", "tensorflow", "bf16", "false"),
+    ("torch backend fp32", "torch", "fp32", "false"),
+    ("torch backend bf16", "torch", "bf16", "false"),
+]
+
+
+def numpy_matmul_peak(n: int, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def data_pipeline(sizes: dict, quick: bool) -> dict:
+    from common.batches import batch_slices, epoch_order, load_batch
+    from common.dataset import prepare_dataset
+    from common.options import augment_config
+    from common.preprocess import PreprocessConfig
+    from common.sources import open_source, read_manifest
+
+    if IXI_MANIFEST.is_file():
+        source = read_manifest(IXI_MANIFEST, label_column="age_group")
+        if quick:
+            source.samples = source.samples[::6]  # every 6th: keeps all three classes
+        name = f"IXI T1 ({len(source.samples)} volumes, 120x120x90 uint8 .nii.gz)"
+    else:
+        source = open_source("demo")
+        name = f"synthetic demo ({len(source.samples)} volumes; IXI not found at {IXI_MANIFEST})"
+    shape = (sizes["data_shape"],) * 3
+    result = {"dataset": name, "shape": shape, "volumes": len(source.samples), "preprocess": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, 2):
+            start = time.perf_counter()
+            dataset = prepare_dataset(source=source, preprocess=PreprocessConfig(shape=shape), cache_root=Path(tmp) / str(workers),
+                                      workers=workers, progress=False)
+            seconds = time.perf_counter() - start
+            result["preprocess"][workers] = {"seconds": seconds, "volumes_per_second": len(source.samples) / seconds}
+        train = dataset.split("train")
+        aug = augment_config(argparse.Namespace(augment=True, flip_axes=[0]))
+        for label, augment in (("read", None), ("read + augment", aug)):
+            order = epoch_order(train.y, seed=0, epoch=0)
+            rng = np.random.default_rng(0)
+            start = time.perf_counter()
+            for sl in batch_slices(len(order), 4):
+                load_batch(train.x, order[sl], augment=augment, rng=rng)
+            seconds = time.perf_counter() - start
+            result[f"epoch_{label}"] = {"seconds": seconds, "samples": len(train), "samples_per_second": len(train) / seconds}
+    return result
+
+
+def _run_json(module: str, args: list[str], env_extra: dict | None = None) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    command = [sys.executable, "-m", module, *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
+                "command": " ".join(command)}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["command"] = " ".join(["python", "-m", module, *args])
+    return result
+
+
+def run_all(quick: bool, skip: set[str]) -> dict:
+    sizes = QUICK if quick else FULL
+    out = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick, "sizes": sizes,
+           "machine": f"{cpu_description()}; {platform.system()} {platform.release()}; Python {platform.python_version()}",
+           "numpy_matmul_peak_fp32": numpy_matmul_peak(sizes["matmul_n"])}
+    if "data" not in skip:
+        print("benchmark: data pipeline", flush=True)
+        out["data"] = data_pipeline(sizes, quick)
+    if "resnet" not in skip:
+        print("benchmark: ResNet throughput", flush=True)
+        args = ["throughput", "--shape", str(sizes["resnet_shape"]), "--batch", str(sizes["resnet_batch"]),
+                "--steps", str(sizes["resnet_steps"])] + (["--compile"] if sizes["resnet_compile"] else [])
+        out["resnet"] = _run_json("torch_resnet.bench", args)
+        print("benchmark: ResNet memory", flush=True)
+        memory_args = ["memory", "--shape", str(sizes["memory_shape"]), "--batch", str(sizes["memory_batch"])]
+        out["resnet_memory"] = {"plain": _run_json("torch_resnet.bench", memory_args),
+                                "checkpointing": _run_json("torch_resnet.bench", memory_args + ["--checkpointing"])}
+    if "vit" not in skip:
+        out["vit"] = {}
+        for label, backend, precision, jit in VIT_CONFIGS:
+            print(f"benchmark: transformer, {label}", flush=True)
+            out["vit"][label] = _run_json("tf_transformer.bench", [
+                "--preset", sizes["vit_preset"], "--shape", str(sizes["vit_shape"]), "--batch", str(sizes["vit_batch"]),
+                "--steps", str(sizes["vit_steps"]), "--precision", precision, "--jit-compile", jit],
+                {"KERAS_BACKEND": backend})
+    return out
+
+
+def _g(value: float, unit: str = "") -> str:
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.3g} {unit}".strip()
+
+
+def render(result: dict, command: str) -> str:
+    lines = ["# Benchmarks", "",
+             f"Written by `{command}` on {result['date']}{' (quick mode: reduced sizes)' if result['quick'] else ''}.",
+             "Do not edit by hand: rerun the command. Ratios compare numbers measured in this same run.", "",
+             f"Machine: {result['machine']}.", "",
+             f"Matrix-multiply peak (numpy/OpenBLAS fp32, {result['sizes']['matmul_n']}^2): "
+             f"{_g(result['numpy_matmul_peak_fp32'], 'FLOP/s')}.", ""]
+    data = result.get("data")
+    if data:
+        p1, p2 = data["preprocess"][1], data["preprocess"][2]
+        lines += ["## Data pipeline", "", f"{data['dataset']}, conformed to {tuple(data['shape'])}, z-score, float16 cache.", "",
+                  "| step | seconds | volumes/s |", "|---|---|---|",
+                  f"| preprocess + cache, 1 process | {p1['seconds']:.2f} | {p1['volumes_per_second']:.1f} |",
+                  f"| preprocess + cache, 2 processes | {p2['seconds']:.2f} | {p2['volumes_per_second']:.1f} |",
+                  f"| read one cached training epoch ({data['epoch_read']['samples']} volumes) | "
+                  f"{data['epoch_read']['seconds']:.3f} | {data['epoch_read']['samples_per_second']:.0f} |",
+                  f"| read + augment one epoch | {data['epoch_read + augment']['seconds']:.3f} | "
+                  f"{data['epoch_read + augment']['samples_per_second']:.0f} |", "",
+                  f"2 processes vs 1: **{p1['seconds'] / p2['seconds']:.2f}x**.", ""]
+    resnet = result.get("resnet")
+    if resnet and "paths" in resnet:
+        peaks = resnet["matmul_peak_flops"]
+        lines += ["## ResNet (seed architecture) training throughput", "",
+                  f"Input {resnet['shape']}^3, batch {resnet['batch']}, median of {resnet['steps']} steps after one "
+                  f"warm-up step, {resnet['threads']} threads, torch {resnet['torch']}. torch.mm peak: fp32 "
+                  f"{_g(peaks['fp32'], 'FLOP/s')}, bf16 {_g(peaks['bf16'], 'FLOP/s')}. Training FLOPs = 3 x forward.", "",
+                  "| path | samples/s | step s | warm-up s | achieved FLOP/s | of fp32 peak | of own-precision peak | speed-up |",
+                  "|---|---|---|---|---|---|---|---|"]
+        plain = next(iter(resnet["paths"].values()))
+        for name, r in resnet["paths"].items():
+            lines.append(f"| {name} | {r['samples_per_second']:.3f} | {r['step_seconds']:.2f} | {r['warmup_seconds']:.1f} | "
+                         f"{_g(r['achieved_flops'], 'FLOP/s')} | {r['fraction_of_fp32_peak']:.0%} | "
+                         f"{r['fraction_of_own_peak']:.0%} | {r['samples_per_second'] / plain['samples_per_second']:.2f}x |")
+        lines += ["", "Loss per step on the same batch from the same initial weights (agreement of the paths):", ""]
+        for name, r in resnet["paths"].items():
+            lines.append(f"- {name}: " + ", ".join(f"{v:.4f}" for v in r["losses"]))
+        lines += ["", f"Command: `{resnet['command']}`", ""]
+    elif resnet:
+        lines += ["## ResNet training throughput", "", f"failed: {resnet.get('error')}", ""]
+    memory = result.get("resnet_memory")
+    if memory and "step_peak_bytes" in memory.get("plain", {}) and "step_peak_bytes" in memory.get("checkpointing", {}):
+        plain, ckpt = memory["plain"], memory["checkpointing"]
+        lines += ["## ResNet memory of one training step", "",
+                  f"Seed architecture, fp32, input {plain['shape']}^3, batch {plain['batch']}: resident memory added by "
+                  "one forward + backward + optimizer step (peak RSS minus RSS before it; each in a fresh process).", "",
+                  "| activation checkpointing | peak step memory |", "|---|---|",
+                  f"| off | {plain['step_peak_bytes'] / 2**30:.2f} GiB |",
+                  f"| on (per stage, then per block) | {ckpt['step_peak_bytes'] / 2**30:.2f} GiB |", "",
+                  f"Checkpointing needs **{ckpt['step_peak_bytes'] / plain['step_peak_bytes']:.0%}** of the memory.", "",
+                  f"Commands: `{plain['command']}`, `{ckpt['command']}`", ""]
+    vit = result.get("vit")
+    if vit:
+        ok = {k: v for k, v in vit.items() if "samples_per_second" in v}
+        first = next(iter(ok.values()), None)
+        peak = max([result["numpy_matmul_peak_fp32"]] + [v["matmul_peak_fp32"] for v in ok.values()])
+        if first:
+            lines += ["## Transformer training throughput by backend", "",
+                      f"Preset `{first['preset']}` at {first['shape']}^3 ({first['tokens']} tokens), batch {first['batch']}, "
+                      f"median of {first['steps']} steps after a warm-up step. Fraction of the machine's fp32 matmul "
+                      f"peak ({_g(peak, 'FLOP/s')}, the best of numpy and each backend's own matmul).", "",
+                      "| configuration | samples/s | step s | warm-up s | achieved FLOP/s | of fp32 peak | vs first row |",
+                      "|---|---|---|---|---|---|---|"]
+        for label, r in vit.items():
+            if "samples_per_second" not in r:
+                lines.append(f"| {label} | failed: {r.get('error')} | | | | | |")
+                continue
+            lines.append(f"| {label} | {r['samples_per_second']:.3f} | {r['step_seconds']:.3f} | {r['warmup_seconds']:.1f} | "
+                         f"{_g(r['achieved_flops'], 'FLOP/s')} | {r['achieved_flops'] / peak:.0%} | "
+                         f"{r['samples_per_second'] / first['samples_per_second']:.2f}x |")
+        if ok:
+            lines += ["", "Loss per step on the same batch (agreement):", ""]
+            lines += [f"- {label}: " + ", ".join(f"{v:.4f}" for v in r["losses"]) for label, r in ok.items()]
+            lines += ["", "Commands (KERAS_BACKEND set per row): " + "; ".join(f"`{r['command']}`" for r in ok.values()), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("data", "resnet", "vit"))
+    args = parser.parse_args(argv)
+    result = run_all(args.quick, set(args.skip))
+    command = "make bench-quick" if args.quick else "make bench"
+    atomic_write_text(args.out, render(result, command))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Transformer benchmark: training throughput of the `seed` preset under one backend configuration.
+
+Run once per configuration (the Keras backend is fixed per process); `make bench` runs them all:
+
+    KERAS_BACKEND=tensorflow python -m tf_transformer.bench --precision fp32 --jit-compile false
+    KERAS_BACKEND=torch      python -m tf_transformer.bench --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def matmul_peak(dtype: str, n: int = 4096, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n matrix multiply through keras.ops on the active backend."""
+    import keras
+
+    a = keras.ops.cast(keras.random.normal((n, n), seed=1), dtype)
+    b = keras.ops.cast(keras.random.normal((n, n), seed=2), dtype)
+    keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compile, preset_name: str) -> dict:
+    import keras
+
+    from tf_transformer.config import preset
+    from tf_transformer.flops import flops_per_sample
+    from tf_transformer.model import build_transformer
+    from tf_transformer.train import set_precision
+
+    set_precision(precision)
+    keras.utils.set_random_seed(0)
+    config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=3)
+    model = build_transformer(config)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(batch, shape, shape, shape, 1)).astype("float32")
+    y = rng.integers(0, 3, batch)
+    started = time.perf_counter()
+    losses = [float(model.train_on_batch(x, y))]  # warm-up: tracing / XLA compilation, not timed
+    warmup = time.perf_counter() - started
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        losses.append(float(model.train_on_batch(x, y)))
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    train_flops = 3 * flops_per_sample(config) * batch
+    peak_fp32 = matmul_peak("float32")
+    peak_own = peak_fp32 if precision == "fp32" else matmul_peak("bfloat16")
+    return {
+        "backend": keras.backend.backend(), "precision": precision, "jit_compile": str(jit_compile),
+        "preset": preset_name, "shape": shape, "tokens": config.num_tokens, "batch": batch, "steps": steps,
+        "samples_per_second": batch / seconds, "step_seconds": seconds, "warmup_seconds": warmup, "losses": losses,
+        "achieved_flops": train_flops / seconds, "matmul_peak_fp32": peak_fp32, "matmul_peak_own": peak_own,
+        "fraction_of_fp32_peak": train_flops / seconds / peak_fp32,
+        "fraction_of_own_peak": train_flops / seconds / peak_own,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tf_transformer.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--shape", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--jit-compile", choices=("true", "false"), default="false")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    result = throughput(shape=args.shape, batch=args.batch, steps=args.steps, precision=args.precision,
+                        jit_compile=args.jit_compile == "true", preset_name=args.preset)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""ResNet benchmarks: training throughput of the fast path vs the plain path, FLOP/s against this
+machine's matmul peak, and peak memory of a step with and without activation checkpointing.
+
+    python -m torch_resnet.bench throughput --shape 64 --batch 4 --steps 4      # prints one JSON line
+    python -m torch_resnet.bench memory --shape 96 --batch 2 [--checkpointing]  # one config per process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torch_resnet.config import preset
+from torch_resnet.model import build_resnet, flops_per_sample
+from torch_resnet.train import autocast
+
+PATHS = {  # name -> (precision, channels_last, compile)
+    "plain (fp32, NCDHW, eager)": ("fp32", False, False),
+    "fast (bf16 autocast, channels_last_3d, eager)": ("bf16", True, False),
+}
+COMPILED = {"fast + torch.compile": ("bf16", True, True)}
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n matrix multiply in `dtype` on this CPU (all threads)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def _setup(shape: int, batch: int, precision: str, channels_last: bool, compile_model: bool, *, checkpointing=False):
+    torch.manual_seed(0)
+    config = preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)
+    net = build_resnet(config, activation_checkpointing=checkpointing)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    model = torch.compile(net) if compile_model else net
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 1, shape, shape, shape, generator=generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    y = torch.randint(0, 3, (batch,), generator=generator)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(precision, torch.device("cpu")):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return config, step
+
+
+def throughput(shape: int, batch: int, steps: int, include_compile: bool) -> dict:
+    paths = {**PATHS, **(COMPILED if include_compile else {})}
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    results = {}
+    for name, (precision, channels_last, compile_model) in paths.items():
+        config, step = _setup(shape, batch, precision, channels_last, compile_model)
+        started = time.perf_counter()
+        warm_loss = step()  # warm-up (and compilation): not timed below
+        warmup_seconds = time.perf_counter() - started
+        losses, times = [warm_loss], []
+        for _ in range(steps):
+            start = time.perf_counter()
+            losses.append(step())
+            times.append(time.perf_counter() - start)
+        seconds = float(np.median(times))
+        train_flops = 3 * flops_per_sample(config) * batch  # forward + backward ~ 3x forward
+        results[name] = {
+            "samples_per_second": batch / seconds, "step_seconds": seconds, "warmup_seconds": warmup_seconds,
+            "losses": losses, "achieved_flops": train_flops / seconds,
+            "fraction_of_fp32_peak": train_flops / seconds / peaks["fp32"],
+            "fraction_of_own_peak": train_flops / seconds / peaks[precision], "precision": precision,
+        }
+    return {"shape": shape, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
+            "matmul_peak_flops": peaks, "torch": torch.__version__, "paths": results}
+
+
+def _current_rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+
+def memory(shape: int, batch: int, checkpointing: bool) -> dict:
+    """Peak resident memory added by one training step (fp32, NCDHW): activations + gradients + optimizer state."""
+    _, step = _setup(shape, batch, "fp32", False, False, checkpointing=checkpointing)
+    before = _current_rss()
+    step()
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    if torch.cuda.is_available():  # not used on CPU; kept for a GPU run of the same script
+        peak = max(peak, torch.cuda.max_memory_allocated())
+    return {"shape": shape, "batch": batch, "checkpointing": checkpointing, "step_peak_bytes": peak - before}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m torch_resnet.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("throughput", "memory"))
+    parser.add_argument("--shape", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--checkpointing", action="store_true")
+    args = parser.parse_args(argv)
+    if args.what == "throughput":
+        result = throughput(args.shape, args.batch, args.steps, args.compile)
+    else:
+        result = memory(args.shape, args.batch, args.checkpointing)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
