@@ -99,14 +99,7 @@ def _aligned(run: Run, order: list[str]) -> Predictions:
     """The run's test predictions in the sample order `order` (for paired tests)."""
     test = run.split("test")
     position = {s: i for i, s in enumerate(test.sample_ids)}
-    rows = np.array([position[s] for s in order])
-    aligned = object.__new__(Predictions)
-    aligned.path, aligned.classes = test.path, test.classes
-    aligned.sample_ids = list(order)
-    aligned.subject_ids = [test.subject_ids[i] for i in rows]
-    for name in ("split", "y_true", "y_pred", "probabilities"):
-        setattr(aligned, name, getattr(test, name)[rows])
-    return aligned
+    return test.take(np.array([position[s] for s in order]))
 
 
 def _fmt(value, digits: int = 3) -> str:

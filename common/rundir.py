@@ -13,6 +13,7 @@ import io
 import json
 import platform
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -98,27 +99,36 @@ def write_predictions(run_dir: Path, *, classes: Sequence[str], split: Sequence[
     atomic_write(Path(run_dir) / "predictions.csv", write)
 
 
+@dataclass
 class Predictions:
     """predictions.csv, validated: class names, labels and a (N, K) probability matrix."""
 
-    def __init__(self, path: Path, rows: list[dict], classes: list[str]):
-        self.path, self.classes = path, classes
-        self.sample_ids = [r["sample_id"] for r in rows]
-        self.subject_ids = [r["subject_id"] for r in rows]
-        self.split = np.array([r["split"] for r in rows])
-        self.y_true = np.array([classes.index(r["y_true"]) for r in rows], dtype=np.int64)
-        self.y_pred = np.array([classes.index(r["y_pred"]) for r in rows], dtype=np.int64)
-        self.probabilities = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+    path: Path
+    classes: list[str]
+    sample_ids: list[str]
+    subject_ids: list[str]
+    split: np.ndarray  # (N,) split names
+    y_true: np.ndarray  # (N,) class indices
+    y_pred: np.ndarray  # (N,)
+    probabilities: np.ndarray  # (N, K)
+
+    @classmethod
+    def from_rows(cls, path: Path, rows: list[dict], classes: list[str]) -> Predictions:
+        return cls(path, classes, [r["sample_id"] for r in rows], [r["subject_id"] for r in rows],
+                   np.array([r["split"] for r in rows]),
+                   np.array([classes.index(r["y_true"]) for r in rows], dtype=np.int64),
+                   np.array([classes.index(r["y_pred"]) for r in rows], dtype=np.int64),
+                   np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows]))
+
+    def take(self, rows: np.ndarray) -> Predictions:
+        """The predictions of the given row indices (or boolean mask), in that order."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+        return Predictions(self.path, self.classes, [self.sample_ids[i] for i in rows],
+                           [self.subject_ids[i] for i in rows], self.split[rows], self.y_true[rows],
+                           self.y_pred[rows], self.probabilities[rows])
 
     def select(self, split: str) -> Predictions:
-        keep = self.split == split
-        subset = object.__new__(Predictions)
-        subset.path, subset.classes = self.path, self.classes
-        subset.sample_ids = [s for s, k in zip(self.sample_ids, keep) if k]
-        subset.subject_ids = [s for s, k in zip(self.subject_ids, keep) if k]
-        for name in ("split", "y_true", "y_pred", "probabilities"):
-            setattr(subset, name, getattr(self, name)[keep])
-        return subset
+        return self.take(self.split == split)
 
     def __len__(self) -> int:
         return len(self.y_true)
@@ -155,7 +165,7 @@ def read_predictions(path: Path) -> Predictions:
             raise DataError(f"{where}: a probability is not a number ({exc})") from exc
         if not np.isfinite(probs).all() or probs.min() < 0 or abs(probs.sum() - 1) > 1e-3:
             raise DataError(f"{where}: probabilities {probs.tolist()} are not a distribution (>= 0, sum 1)")
-    return Predictions(path, rows, classes)
+    return Predictions.from_rows(path, rows, classes)
 
 
 def _open_csv(path: Path):

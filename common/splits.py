@@ -30,8 +30,9 @@ class SplitConfig:
     def __post_init__(self):
         ratios = tuple(float(r) for r in self.ratios)
         object.__setattr__(self, "ratios", ratios)
-        if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0 or abs(sum(ratios) - 1) > 1e-6:
-            raise DataError(f"split ratios {self.ratios}: expected three non-negative numbers summing to 1, train > 0")
+        if len(ratios) != 3 or min(ratios) < 0 or min(ratios[:2]) <= 0 or abs(sum(ratios) - 1) > 1e-6:
+            raise DataError(f"split ratios {self.ratios}: expected three non-negative numbers summing to 1, "
+                            "with train > 0 and val > 0")
         if self.folds == 1 or self.folds < 0:
             raise DataError(f"folds {self.folds}: use 0 (ratio split) or at least 2")
         if self.folds and not 0 <= self.fold < self.folds:
@@ -74,37 +75,29 @@ def _check_enough_subjects(subject_labels: Sequence[str], needed: int, *, what: 
 
 def _ratio_split(subjects, labels, config: SplitConfig) -> dict[str, list[str]]:
     train_r, val_r, test_r = config.ratios
-    needed = 1 + (val_r > 0) + (test_r > 0)
+    needed = 2 + (test_r > 0)  # train and val always, test unless its ratio is 0
     _check_enough_subjects(labels, needed, what=f"train/val/test split {config.ratios}")
-    out = {"train": list(subjects), "val": [], "test": []}
-    rest_labels = list(labels)
+    train, train_labels, test = list(subjects), list(labels), []
     try:
         if test_r > 0:
-            out["train"], out["test"], rest_labels, _ = train_test_split(
-                out["train"], rest_labels, test_size=test_r, stratify=rest_labels, random_state=config.seed
-            )
-        if val_r > 0:
-            out["train"], out["val"] = train_test_split(
-                out["train"], test_size=val_r / (train_r + val_r), stratify=rest_labels, random_state=config.seed
-            )
+            train, test, train_labels, _ = train_test_split(
+                train, train_labels, test_size=test_r, stratify=train_labels, random_state=config.seed)
+        train, val = train_test_split(train, test_size=val_r / (train_r + val_r), stratify=train_labels,
+                                      random_state=config.seed)
     except ValueError as exc:  # sklearn: a split too small to hold every class
         raise DataError(f"cannot stratify {len(subjects)} subjects with ratios {config.ratios}: {exc}") from exc
-    return out
+    return {"train": train, "val": val, "test": test}
 
 
 def _kfold_split(subjects, labels, config: SplitConfig) -> dict[str, list[str]]:
+    """Fold `config.fold` is the test set; val is carved from the rest at the val : train ratio."""
     _check_enough_subjects(labels, config.folds, what=f"{config.folds}-fold split")
     folds = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     train_idx, test_idx = list(folds.split(subjects, labels, groups=subjects))[config.fold]
-    train = [subjects[i] for i in train_idx]
-    train_labels = [labels[i] for i in train_idx]
     val_r = config.ratios[1] / (config.ratios[0] + config.ratios[1])
-    out = {"train": train, "val": [], "test": [subjects[i] for i in test_idx]}
-    if val_r > 0:
-        out["train"], out["val"] = train_test_split(
-            train, test_size=val_r, stratify=train_labels, random_state=config.seed
-        )
-    return out
+    train, val = train_test_split([subjects[i] for i in train_idx], test_size=val_r,
+                                  stratify=[labels[i] for i in train_idx], random_state=config.seed)
+    return {"train": train, "val": val, "test": [subjects[i] for i in test_idx]}
 
 
 def make_splits(samples: Sequence[Sample], config: SplitConfig) -> dict:
@@ -120,8 +113,10 @@ def make_splits(samples: Sequence[Sample], config: SplitConfig) -> dict:
         assignment = {k: [s.sample_id for s in samples if split_of_subject[s.subject_id] == k] for k in SPLIT_NAMES}
         method = f"{config.folds}-fold, fold {config.fold}" if config.folds else "stratified by label, grouped by subject"
     check_no_subject_leak(assignment, subject_of, origin="new split")
-    if not assignment["train"]:
-        raise DataError("the training split is empty")
+    for name in ("train", "val"):
+        if not assignment[name]:
+            raise DataError(f"the {name} split is empty; training needs train and val "
+                            "(the model is selected on val, never on test)")
     return {
         "method": method,
         "config": config.to_dict(),

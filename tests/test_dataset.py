@@ -201,3 +201,18 @@ def test_real_adrenalmnist_keeps_official_split(cache_root):
     ds = prepare_dataset(SHARED_DATA / "medmnist" / "adrenalmnist3d.npz", cache_root=cache_root,
                          preprocess=PreprocessConfig(shape=(28, 28, 28), normalize="minmax"), progress=False)
     assert {k: len(v) for k, v in ds.splits["sample_ids"].items()} == {"train": 1188, "val": 98, "test": 298}
+
+
+@pytest.mark.parametrize("ratios", [(0.8, 0.0, 0.2), (0.5, 0.2, 0.2), (0.0, 0.5, 0.5)])
+def test_split_ratios_need_train_and_val(ratios):
+    with pytest.raises(DataError, match="split ratios"):
+        SplitConfig(ratios=ratios)
+
+
+def test_manifest_split_column_without_val_is_refused(make_manifest, cache_root):
+    manifest = make_manifest(n_subjects=4)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([lines[0] + ",split"] + [f"{line},{s}" for line, s in
+                                                           zip(lines[1:], ["train", "train", "test", "test"])]) + "\n")
+    with pytest.raises(DataError, match="the val split is empty"):
+        prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)

@@ -124,10 +124,7 @@ def _best_so_far(run_dir: Path, metric: str) -> float | None:
 
 def train(args: argparse.Namespace) -> Path:
     if args.threads:
-        import tensorflow as tf  # noqa: F401  (only to size its thread pools before any op)
-
-        if keras.backend.backend() == "tensorflow":
-            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        _set_threads(args.threads)
     dataset = dataset_from_args(args, progress=not args.quiet)
     precision = resolve_precision(args.precision)
     set_precision(precision)
@@ -165,8 +162,6 @@ def train(args: argparse.Namespace) -> Path:
     for line in summary_lines(config):
         print(line)
     train_split, val_split = dataset.split("train"), dataset.split("val")
-    if not len(val_split):
-        val_split = train_split
     train_batches = VolumeBatches(train_split, args.batch_size, seed=args.seed, shuffle=True,
                                   balanced=args.balanced_sampler, augment=augment_config(args),
                                   drop_last=args.distribute != "none", workers=2)
@@ -202,6 +197,19 @@ def train(args: argparse.Namespace) -> Path:
     })
     recorder.finish(dataset, lambda x: predict_probabilities(best, x, batch_size=args.batch_size), facts=facts)
     return run_dir
+
+
+def _set_threads(threads: int) -> None:
+    """Size the backend's CPU thread pool before any op runs."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _best_epoch(run_dir: Path, metric: str) -> int | None:

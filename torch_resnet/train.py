@@ -92,7 +92,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.train_split = dataset.split("train")
-        self.val_split = dataset.split("val") if len(dataset.split("val")) else self.train_split
+        self.val_split = dataset.split("val")
         weights = balanced_class_weights(self.train_split.y, len(dataset.classes)) if args.class_weights else None
         self.loss_fn = nn.CrossEntropyLoss(
             weight=None if weights is None else torch.tensor(weights, dtype=torch.float32, device=self.device))
