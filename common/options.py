@@ -51,8 +51,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, default_preset: s
                    help="cosine decay, constant, or x0.1 at 50%% and 75%% of the epochs (MedMNIST protocol)")
     g.add_argument("--warmup-epochs", type=int, default=1)
     g.add_argument("--seed", type=int, default=0, help="training seed (weights, order, augmentation)")
-    g.add_argument("--run-dir", type=Path, help="run directory (default: runs/<model>-<timestamp>); "
+    g.add_argument("--run-dir", type=Path, help="run directory (default: <runs-root>/<model>-<timestamp>); "
                    "an existing one with resume state is resumed")
+    g.add_argument("--runs-root", type=Path, default=Path("runs"), help="where new run directories go (default: runs)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="mixed precision (auto: bf16 where the hardware supports it fast, else fp32)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
@@ -65,6 +66,15 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, default_preset: s
                    help="validation metric that selects the best checkpoint (never test)")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: framework default)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", type=Path, required=True, help="a trained run directory")
+    parser.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
+    parser.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
+    parser.add_argument("--out", type=Path, default=Path("predictions_new.csv"), help="output CSV")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="preprocessing processes")
 
 
 def preprocess_config(args) -> PreprocessConfig | None:

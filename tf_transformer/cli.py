@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from common.errors import DataError
-from common.options import add_data_arguments, add_training_arguments
+from common.options import add_data_arguments, add_predict_arguments, add_training_arguments
 from tf_transformer.config import PRESETS
 
 
@@ -23,7 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(train, default_preset="small", presets=PRESETS)
     train.set_defaults(epochs=40)  # attention learns slower than convolution from ~100 volumes (demo: 15 -> 0.79, 40 -> 0.83 test accuracy)
     g = train.add_argument_group("keras")
-    g.add_argument("--runs-root", type=Path, default=Path("runs"), help="where new run directories go (default: runs)")
     g.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default="adamw")
     g.add_argument("--jit-compile", choices=("auto", "true", "false"), default="false",
                    help="XLA compilation of the train step (default: false, faster on CPU per BENCHMARKS.md; "
@@ -34,12 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--logical-cpu-devices", type=int, default=0,
                    help="with --distribute mirrored on a CPU: split it into N logical devices")
     predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
-    predict.add_argument("--run-dir", type=Path, required=True)
-    predict.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
-    predict.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
-    predict.add_argument("--out", type=Path, default=Path("predictions_new.csv"))
-    predict.add_argument("--batch-size", type=int, default=4)
-    predict.add_argument("--workers", type=int, default=1)
+    add_predict_arguments(predict)
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 from contextlib import nullcontext
 from pathlib import Path
@@ -227,4 +226,4 @@ def _backend_version() -> dict:
 
 
 def _device_description() -> str:
-    return "GPU" if _has_gpu() else f"CPU {cpu_description()} ({os.cpu_count()} threads)"
+    return "GPU" if _has_gpu() else f"CPU {cpu_description()}"

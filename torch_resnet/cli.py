@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from common.errors import DataError
-from common.options import add_data_arguments, add_training_arguments
+from common.options import add_data_arguments, add_predict_arguments, add_training_arguments
 from torch_resnet.config import PRESETS
 
 
@@ -18,7 +17,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(train)
     add_training_arguments(train, default_preset="small", presets=PRESETS)
     g = train.add_argument_group("pytorch")
-    g.add_argument("--runs-root", type=Path, default=Path("runs"), help="where new run directories go (default: runs)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels_last_3d memory format (default: on)")
@@ -26,12 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each stage's activations in backward (less memory, more compute)")
     predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
-    predict.add_argument("--run-dir", type=Path, required=True)
-    predict.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
-    predict.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
-    predict.add_argument("--out", type=Path, default=Path("predictions_new.csv"))
-    predict.add_argument("--batch-size", type=int, default=4)
-    predict.add_argument("--workers", type=int, default=1)
+    add_predict_arguments(predict)
     return parser
 
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from common.batches import balanced_class_weights, batch_slices, epoch_order, epoch_rng, load_batch, shard
 from common.dataset import PreparedDataset
 from common.faults import kill_after_steps, maybe_kill
+from common.hardware import cpu_description
 from common.options import augment_config, dataset_from_args, training_config
 from common.rundir import new_run_dir
 from common.schedules import learning_rate
@@ -250,9 +251,7 @@ class Trainer:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"CPU {cpu_description()}; {torch.get_num_threads()} threads"
 
 
 def _norm(value):
