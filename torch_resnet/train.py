@@ -41,6 +41,12 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
+def resolve_channels_last(config: ResNetConfig) -> bool:
+    """channels_last_3d pays off with wide convolutions only: measured on a 2-core AMX CPU with bf16,
+    32 filters (seed) 1.5x faster, 8 filters (small) 0.5-0.8x."""
+    return config.filters >= 16
+
+
 def autocast(precision: str, device: torch.device):
     if precision == "fp32":
         return nullcontext()
@@ -79,6 +85,8 @@ class Trainer:
         self.precision = resolve_precision(args.precision, self.device)
         self.config: ResNetConfig = preset(args.preset).with_data(
             input_shape=dataset.preprocess.shape, num_classes=len(dataset.classes))
+        if args.channels_last is None:
+            args.channels_last = resolve_channels_last(self.config)
         torch.manual_seed(args.seed)
         self.net: ResNet3D = build_resnet(self.config, activation_checkpointing=args.activation_checkpointing)
         self.net.to(self.device)
