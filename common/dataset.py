@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,15 @@ class PreparedDataset:
     def split_hash(self) -> str:
         return self.splits["hash"]
 
+    @cached_property
+    def index(self) -> dict[str, dict]:
+        """index.csv rows by sample id."""
+        return _read_index(self.folder)
+
     def split(self, name: str) -> SplitData:
         if name not in SPLIT_NAMES:
             raise DataError(f"split '{name}' is not one of {list(SPLIT_NAMES)}")
-        index = _read_index(self.folder)
+        index = self.index
         ids = self.splits["sample_ids"][name]
         rows = [index[i] for i in ids]
         x = np.load(self.split_folder / f"{name}.npy", mmap_mode="r")

@@ -190,11 +190,10 @@ class Trainer:
         return float(totals[0] / totals[2]), float(totals[1] / totals[2]), steps_done
 
     def evaluate(self, split) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy); unweighted even with --class-weights, as Keras reports val_loss."""
         probs = self.predict(split.x)
         y = split.y
-        picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
-        weights = self.loss_fn.weight.cpu().numpy()[y] if self.loss_fn.weight is not None else np.ones(len(y))
-        loss = float(-(weights * np.log(picked)).sum() / weights.sum())
+        loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)).mean())
         return loss, float((probs.argmax(1) == y).mean())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
