@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from common.augment import AugmentConfig
 from common.dataset import PreparedDataset, prepare_dataset
+from common.errors import DataError
 from common.preprocess import NORMALIZATIONS, RESIZE_MODES, STORAGE_DTYPES, PreprocessConfig
 from common.splits import SplitConfig
 
@@ -75,6 +78,25 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("predictions_new.csv"), help="output CSV")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1, help="preprocessing processes")
+
+
+def run_trainer_command(args, *, train: Callable, predict_files: Callable) -> int:
+    """Dispatch `train` / `predict` of a trainer CLI; bad input ends with one `error:` line and exit 2.
+
+    train(args); predict_files(run_dir, inputs, manifest, out, batch_size=, workers=) -> Path.
+    Both are passed as zero-cost loaders so the framework is imported only when needed.
+    """
+    try:
+        if args.command == "train":
+            train()(args)
+        else:
+            out = predict_files()(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
+                                  workers=args.workers)
+            print(f"probabilities: {out}")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def preprocess_config(args) -> PreprocessConfig | None:

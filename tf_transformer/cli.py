@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from common.errors import DataError
-from common.options import add_data_arguments, add_predict_arguments, add_training_arguments
+from common.options import (
+    add_data_arguments,
+    add_predict_arguments,
+    add_training_arguments,
+    run_trainer_command,
+)
 from tf_transformer.config import PRESETS
 
 
@@ -45,19 +48,18 @@ def main(argv=None) -> int:
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        if args.command == "train":
-            from tf_transformer.train import train
+    if args.command == "train":
+        args.jit_compile = parse_jit(args.jit_compile)
+    return run_trainer_command(args, train=_load_train, predict_files=_load_predict)
 
-            args.jit_compile = parse_jit(args.jit_compile)
-            train(args)
-        else:
-            from tf_transformer.predict import predict_files
 
-            out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
-                                workers=args.workers)
-            print(f"probabilities: {out}")
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+def _load_train():
+    from tf_transformer.train import train
+
+    return train
+
+
+def _load_predict():
+    from tf_transformer.predict import predict_files
+
+    return predict_files

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from common.errors import DataError
-from common.options import add_data_arguments, add_predict_arguments, add_training_arguments
+from common.options import (
+    add_data_arguments,
+    add_predict_arguments,
+    add_training_arguments,
+    run_trainer_command,
+)
 from torch_resnet.config import PRESETS
 
 
@@ -30,18 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "train":
-            from torch_resnet.train import train
+    return run_trainer_command(args, train=_load_train, predict_files=_load_predict)
 
-            train(args)
-        else:
-            from torch_resnet.predict import predict_files
 
-            out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
-                                workers=args.workers)
-            print(f"probabilities: {out}")
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+def _load_train():
+    from torch_resnet.train import train
+
+    return train
+
+
+def _load_predict():
+    from torch_resnet.predict import predict_files
+
+    return predict_files
