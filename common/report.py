@@ -235,7 +235,7 @@ def _duration(seconds) -> str | None:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
-def write_figures(folder: Path, runs: list[Run], metrics: dict) -> dict[str, Path]:
+def write_figures(folder: Path, runs: list[Run], metrics: dict, calibration: dict[str, dict]) -> dict[str, Path]:
     from common.plots import (
         save_confusion_matrices,
         save_reliability_diagram,
@@ -253,7 +253,7 @@ def write_figures(folder: Path, runs: list[Run], metrics: dict) -> dict[str, Pat
             classes),
         "Reliability diagram (test)": save_reliability_diagram(
             folder / "reliability_test.png",
-            {r.label: reliability_bins(r.split("test").y_true, r.split("test").probabilities) for r in runs}),
+            calibration),
     }
     histories = {r.label: r.history for r in runs if r.history}
     if histories:
@@ -271,7 +271,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
             raise DataError(f"{r.path}/predictions.csv: no test predictions")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(out_dir, runs, metrics)
+    calibration = {r.label: reliability_bins(r.split("test").y_true, r.split("test").probabilities) for r in runs}
+    figures = write_figures(out_dir, runs, metrics, calibration)
     parts = [f"# {title}", "", "Runs: " + ", ".join(f"{r.label} `{r.path}`" for r in runs), "", data_section(runs), "",
              metrics_section(runs, metrics), ""]
     if len(runs) >= 2:
@@ -282,8 +283,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
     else:
         parts += ["## Is the difference real?", "", "Only one run: nothing to compare.", ""]
     parts += ["## Calibration", "", " ".join(
-        f"{r.label}: expected calibration error {reliability_bins(r.split('test').y_true, r.split('test').probabilities)['ece']:.3f} (10 bins)."
-        for r in runs), ""]
+        f"{label}: expected calibration error {bins['ece']:.3f} (10 bins)." for label, bins in calibration.items()), ""]
     parts += ["## Figures", ""]
     for caption, path in figures.items():
         parts += [f"### {caption}", "", f"![{caption}]({path.name})", ""]

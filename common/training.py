@@ -28,6 +28,15 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "val_loss" else value > best
 
 
+def best_history_row(rows: list[dict], metric: str) -> dict | None:
+    """The history row that `is_better` would have selected (first of equals), or None for no rows."""
+    best = None
+    for row in rows:
+        if best is None or is_better(metric, row[metric], best[metric]):
+            best = row
+    return best
+
+
 class RunRecorder:
     """Writes history.csv, TensorBoard scalars and config.json of one run (rank 0 only: `enabled`)."""
 

@@ -15,7 +15,7 @@ from common.hardware import cpu_description, cpu_has_native_bf16
 from common.options import augment_config, dataset_from_args, training_config
 from common.rundir import new_run_dir, read_history
 from common.schedules import learning_rate
-from common.training import RunRecorder
+from common.training import RunRecorder, best_history_row
 from tf_transformer.callbacks import KillSwitch, ProgressBar, RecordEpochs
 from tf_transformer.config import TransformerConfig, preset
 from tf_transformer.data import EpochSetter, VolumeBatches
@@ -107,14 +107,16 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int)
     return np.concatenate(out)
 
 
-def _best_so_far(run_dir: Path, metric: str) -> float | None:
-    """The best validation value of the epochs a resumed run already did (ModelCheckpoint forgets it)."""
+def _best_row(run_dir: Path, metric: str) -> dict | None:
+    """The history row with the best validation value so far (ModelCheckpoint forgets it on resume)."""
     if not (run_dir / "history.csv").is_file():
         return None
-    values = [r[metric] for r in read_history(run_dir)]
-    if not values:
-        return None
-    return min(values) if metric == "val_loss" else max(values)
+    return best_history_row(read_history(run_dir), metric)
+
+
+def _best_value(run_dir: Path, metric: str) -> float | None:
+    row = _best_row(run_dir, metric)
+    return None if row is None else row[metric]
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -170,7 +172,7 @@ def train(args: argparse.Namespace) -> Path:
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(run_dir / MODEL_FILE), monitor=args.select_metric, mode=mode,
                                         save_best_only=True,
-                                        initial_value_threshold=_best_so_far(run_dir, args.select_metric) if resuming else None),
+                                        initial_value_threshold=_best_value(run_dir, args.select_metric) if resuming else None),
         record,
         KillSwitch(),
     ]
@@ -188,7 +190,7 @@ def train(args: argparse.Namespace) -> Path:
         "train_seconds": record.train_seconds,
         "samples_per_second": record.epochs_run * len(train_split) / record.train_seconds if record.train_seconds else None,
         "peak_memory_bytes": peak_memory_bytes(), "device": _device_description(),
-        "best_epoch": _best_epoch(run_dir, args.select_metric),
+        "best_epoch": (_best_row(run_dir, args.select_metric) or {}).get("epoch"),
     })
     recorder.finish(dataset, lambda x: predict_probabilities(best, x, batch_size=args.batch_size), facts=facts)
     return run_dir
@@ -205,14 +207,6 @@ def _set_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-
-def _best_epoch(run_dir: Path, metric: str) -> int | None:
-    rows = read_history(run_dir)
-    if not rows:
-        return None
-    pick = min if metric == "val_loss" else max
-    return pick(rows, key=lambda r: r[metric])["epoch"]
 
 
 def _backend_version() -> dict:
