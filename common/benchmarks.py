@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write_text
-from common.hardware import cpu_description
+from common.runs.hardware import cpu_description
 
 IXI_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
 
@@ -55,11 +55,11 @@ def _timed(fn) -> float:
 
 
 def data_pipeline(sizes: dict, quick: bool) -> dict:
-    from common.batches import batch_slices, epoch_order, load_batch
-    from common.dataset import prepare_dataset
-    from common.options import augment_config
-    from common.preprocess import PreprocessConfig
-    from common.sources import open_source, read_manifest
+    from common.data.batches import batch_slices, epoch_order, load_batch
+    from common.data.dataset import open_source, prepare_dataset
+    from common.data.preprocess import PreprocessConfig
+    from common.data.sources import read_manifest
+    from common.runs.options import augment_config
 
     if IXI_MANIFEST.is_file():
         source = read_manifest(IXI_MANIFEST, label_column="age_group")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from common.errors import DataError
-from common.options import add_data_arguments, dataset_from_args
+from common.runs.options import add_data_arguments, dataset_from_args
 
 
 def _print_counts(dataset) -> None:
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     score.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     score.add_argument("--no-plots", action="store_true")
     report = sub.add_parser("report", help="compare run directories in reports/<name>/report.md and report.html")
-    from common.report import add_report_arguments
+    from common.evaluation.report import add_report_arguments
 
     add_report_arguments(report)
     args = parser.parse_args(argv)
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
             for run_dir in args.run_dirs:
                 _score(run_dir, args)
         else:
-            from common.report import report_from_args
+            from common.evaluation.report import report_from_args
 
             path = report_from_args(args)
             print(f"report: {path}  (and {path.with_suffix('.html')})")
@@ -54,9 +54,9 @@ def main(argv=None) -> int:
 
 
 def _score(run_dir: Path, args) -> None:
-    from common.metrics import score_run
-    from common.plots import save_confusion_matrices, save_training_curves
-    from common.rundir import read_history
+    from common.evaluation.metrics import score_run
+    from common.evaluation.plots import save_confusion_matrices, save_training_curves
+    from common.runs.rundir import read_history
 
     result = score_run(run_dir, n_resamples=args.bootstrap)
     summary = {split: {k: result[split][k] for k in ("n", "accuracy", "balanced_accuracy", "roc_auc", "log_loss")}

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, needs_shared_data, write_nifti
 
-from common.dataset import prepare_dataset
+from common.data.dataset import prepare_dataset
+from common.data.preprocess import PreprocessConfig
+from common.data.sources import read_folder, read_manifest, read_medmnist
+from common.data.splits import SplitConfig
 from common.errors import DataError
-from common.preprocess import PreprocessConfig
-from common.sources import read_folder, read_manifest, read_medmnist
-from common.splits import SplitConfig
 
 TINY = PreprocessConfig(shape=(8, 8, 8))
 
@@ -29,7 +29,7 @@ def test_manifest_to_cached_splits(make_manifest, cache_root):
 def test_cache_is_reused_and_rebuilt_on_change(make_manifest, cache_root, monkeypatch):
     manifest = make_manifest()
     first = prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
-    import common.cache as cache
+    import common.data.cache as cache
 
     def fail(*a, **k):
         raise AssertionError("NIfTI re-read for an unchanged cache")

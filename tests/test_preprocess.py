@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import needs_shared_data, write_nifti
 
+from common.data.preprocess import PreprocessConfig, conform, load_nifti, preprocess_file
 from common.errors import DataError
-from common.preprocess import PreprocessConfig, conform, load_nifti, preprocess_file
 
 
 def test_canonical_orientation_flips_las_to_ras(tmp_path):

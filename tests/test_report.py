@@ -6,9 +6,9 @@ import pytest
 from sklearn import metrics as skm
 
 from common.errors import DataError
-from common.report import build_report, find_latest_runs
-from common.rundir import write_config, write_history, write_predictions
-from common.stats import mcnemar_exact, reliability_bins
+from common.evaluation.report import build_report, find_latest_runs
+from common.evaluation.stats import mcnemar_exact, reliability_bins
+from common.runs.rundir import write_config, write_history, write_predictions
 
 CLASSES = ["neg", "pos"]
 

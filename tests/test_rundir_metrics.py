@@ -5,8 +5,8 @@ import pytest
 from sklearn import metrics as skm
 
 from common.errors import DataError
-from common.metrics import compute_metrics, score_run
-from common.rundir import read_history, read_predictions, write_history, write_predictions
+from common.evaluation.metrics import compute_metrics, score_run
+from common.runs.rundir import read_history, read_predictions, write_history, write_predictions
 
 
 def fake_predictions(run_dir, *, n=40, classes=("a", "b", "c"), seed=0, skill=1.5):
@@ -90,7 +90,7 @@ def test_history_round_trip(tmp_path):
 
 
 def test_best_history_row_follows_the_selection_metric():
-    from common.training import best_history_row
+    from common.runs.training import best_history_row
 
     rows = [dict(epoch=1, val_loss=0.5, val_accuracy=0.7), dict(epoch=2, val_loss=0.4, val_accuracy=0.7),
             dict(epoch=3, val_loss=0.6, val_accuracy=0.8)]

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from common.rundir import read_config, read_history, read_predictions
+from common.runs.rundir import read_config, read_history, read_predictions
 from tf_transformer.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_training_writes_the_run_directory_and_predicts(make_manifest, cache_roo
 def test_history_and_tensorboard_tags_match_the_resnet(make_manifest, cache_root, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from common.rundir import TENSORBOARD_TAGS
+    from common.runs.rundir import TENSORBOARD_TAGS
 
     manifest = make_manifest(n_subjects=12)
     run_dir = tmp_path / "run"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common.errors import DataError
-from common.rundir import read_config, read_history, read_predictions
+from common.runs.rundir import read_config, read_history, read_predictions
 from torch_resnet import checkpoints
 from torch_resnet.cli import build_parser, main
 from torch_resnet.train import train

@@ -7,8 +7,8 @@ import time
 import keras
 from tqdm.auto import tqdm
 
-from common.faults import kill_after_steps, maybe_kill
-from common.training import RunRecorder
+from common.runs.faults import kill_after_steps, maybe_kill
+from common.runs.training import RunRecorder
 
 
 class RecordEpochs(keras.callbacks.Callback):

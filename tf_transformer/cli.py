@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from common.options import (
+from common.runs.options import (
     add_data_arguments,
     add_predict_arguments,
     add_training_arguments,

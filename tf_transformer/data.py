@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from common.augment import AugmentConfig
-from common.batches import batch_slices, epoch_order, load_batch
-from common.dataset import SplitData
+from common.data.augment import AugmentConfig
+from common.data.batches import batch_slices, epoch_order, load_batch
+from common.data.dataset import SplitData
 
 
 class VolumeBatches(keras.utils.PyDataset):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import keras
 
-from common.inference import load_inputs, write_probabilities
-from common.preprocess import PreprocessConfig
-from common.rundir import read_config
+from common.data.inference import load_inputs, write_probabilities
+from common.data.preprocess import PreprocessConfig
+from common.runs.rundir import read_config
 from tf_transformer.train import MODEL_FILE, predict_probabilities
 
 

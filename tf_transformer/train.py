@@ -10,12 +10,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from common.batches import balanced_class_weights, batch_slices
-from common.hardware import cpu_description, cpu_has_native_bf16
-from common.options import augment_config, dataset_from_args, training_config
-from common.rundir import new_run_dir, read_history
-from common.schedules import learning_rate
-from common.training import RunRecorder, best_history_row
+from common.data.batches import balanced_class_weights, batch_slices
+from common.runs.hardware import cpu_description, cpu_has_native_bf16
+from common.runs.options import augment_config, dataset_from_args, training_config
+from common.runs.rundir import new_run_dir, read_history
+from common.runs.schedules import learning_rate
+from common.runs.training import RunRecorder, best_history_row
 from tf_transformer.callbacks import KillSwitch, ProgressBar, RecordEpochs
 from tf_transformer.config import TransformerConfig, preset
 from tf_transformer.data import EpochSetter, VolumeBatches

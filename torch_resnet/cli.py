@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.options import (
+from common.runs.options import (
     add_data_arguments,
     add_predict_arguments,
     add_training_arguments,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.inference import load_inputs, write_probabilities
-from common.preprocess import PreprocessConfig
+from common.data.inference import load_inputs, write_probabilities
+from common.data.preprocess import PreprocessConfig
 from torch_resnet import checkpoints
 from torch_resnet.model import build_resnet
 from torch_resnet.train import predict_probabilities, resolve_precision

@@ -14,14 +14,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.batches import balanced_class_weights, batch_slices, epoch_order, epoch_rng, load_batch, shard
-from common.dataset import PreparedDataset
-from common.faults import kill_after_steps, maybe_kill
-from common.hardware import cpu_description
-from common.options import augment_config, dataset_from_args, training_config
-from common.rundir import new_run_dir
-from common.schedules import learning_rate
-from common.training import RunRecorder, is_better
+from common.data.batches import (
+    balanced_class_weights,
+    batch_slices,
+    epoch_order,
+    epoch_rng,
+    load_batch,
+    shard,
+)
+from common.data.dataset import PreparedDataset
+from common.runs.faults import kill_after_steps, maybe_kill
+from common.runs.hardware import cpu_description
+from common.runs.options import augment_config, dataset_from_args, training_config
+from common.runs.rundir import new_run_dir
+from common.runs.schedules import learning_rate
+from common.runs.training import RunRecorder, is_better
 from torch_resnet import checkpoints
 from torch_resnet.config import ResNetConfig, preset
 from torch_resnet.distributed import DistContext, barrier, init_distributed, mean_across_ranks, shutdown

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from common.metrics import bootstrap_indices, point_metric
+from common.evaluation.metrics import bootstrap_indices, point_metric
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:

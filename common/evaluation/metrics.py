@@ -10,7 +10,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from common.atomic import atomic_write_text
-from common.rundir import Predictions, read_predictions
+from common.runs.rundir import Predictions, read_predictions
 
 BOOTSTRAP_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 

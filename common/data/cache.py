@@ -22,11 +22,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from common.data.preprocess import PreprocessConfig, preprocess_array, preprocess_file
+from common.data.sources import Source
 from common.errors import DataError
-from common.preprocess import PreprocessConfig, preprocess_array, preprocess_file
-from common.sources import Source
 
 CACHE_FORMAT = 1
+
+
+def default_cache_root() -> Path:
+    """$VOLCLS_CACHE, else ./.cache of the working directory."""
+    return Path(os.environ.get("VOLCLS_CACHE", Path.cwd() / ".cache"))
 
 
 def cache_key(source: Source, config: PreprocessConfig) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write
-from common.cache import build_or_load_cache, open_volumes
-from common.demo import default_cache_root
+from common.data.cache import build_or_load_cache, default_cache_root, open_volumes
+from common.data.demo import demo_source
+from common.data.preprocess import PreprocessConfig
+from common.data.sources import SPLIT_NAMES, Source, read_folder, read_manifest, read_medmnist
+from common.data.splits import SplitConfig, make_splits, read_splits, write_splits
 from common.errors import DataError
-from common.preprocess import PreprocessConfig
-from common.sources import SPLIT_NAMES, Source, open_source
-from common.splits import SplitConfig, make_splits, read_splits, write_splits
 
 
 @dataclass
@@ -115,6 +116,23 @@ def _write_split_arrays(folder: Path, cache_folder: Path, splits: dict) -> None:
             out.flush()
 
         atomic_write(folder / f"{name}.npy", write)
+
+
+def open_source(data: str | Path | None, *, label_column: str | None = None,
+                classes: Sequence[str] | None = None, cache_root: Path | None = None) -> Source:
+    """Pick the source from what `data` names: None or 'demo', a .csv, a .npz, or a folder."""
+    if data is None or str(data) == "demo":
+        return demo_source(cache_root=cache_root, classes=classes)
+    path = Path(data)
+    if path.suffix == ".csv":
+        if not label_column:
+            raise DataError(f"{path}: a manifest needs --label-column (e.g. sex or age_group)")
+        return read_manifest(path, label_column=label_column, classes=classes)
+    if path.suffix == ".npz":
+        return read_medmnist(path, classes=classes)
+    if path.is_dir():
+        return read_folder(path, classes=classes)
+    raise DataError(f"{path}: not a manifest .csv, a MedMNIST .npz or a class-per-folder directory")
 
 
 def prepare_dataset(data: str | Path | None = None, *, label_column: str | None = None,

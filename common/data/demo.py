@@ -10,7 +10,6 @@ learns the task in a few minutes on a CPU. It exists so every make target works 
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -19,16 +18,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from common.data.cache import default_cache_root
+from common.data.sources import read_manifest
+
 DEMO_VERSION = "v1"
 DEMO_SHAPE = (40, 48, 40)
 DEMO_CLASSES = ("control", "lesion")
 N_SUBJECTS = 60
 SCANS_PER_SUBJECT = 2
 SEED = 20261128
-
-
-def default_cache_root() -> Path:
-    return Path(os.environ.get("VOLCLS_CACHE", Path.cwd() / ".cache"))
 
 
 def synthetic_volume(rng: np.random.Generator, *, lesion: bool) -> np.ndarray:
@@ -94,8 +92,6 @@ def ensure_demo(cache_root: Path | None = None) -> Path:
 
 
 def demo_source(*, cache_root: Path | None = None, classes: Sequence[str] | None = None):
-    from common.sources import read_manifest
-
     source = read_manifest(ensure_demo(cache_root), label_column="label", classes=classes)
     source.kind = "demo"
     return source

@@ -1,6 +1,6 @@
 """`make report`: one side-by-side comparison of run directories, as report.md and a self-contained report.html.
 
-Everything is recomputed from each run's predictions.csv and history.csv with common.metrics, so
+Everything is recomputed from each run's predictions.csv and history.csv with common.evaluation.metrics, so
 both models are scored by exactly the same code. Runs whose test sample ids differ are refused.
 """
 
@@ -17,9 +17,9 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.errors import DataError
-from common.metrics import compute_metrics
-from common.rundir import Predictions, read_config, read_history, read_predictions
-from common.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
+from common.evaluation.metrics import compute_metrics
+from common.evaluation.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
+from common.runs.rundir import Predictions, read_config, read_history, read_predictions
 
 MODEL_LABELS = {"tf_transformer": "Transformer", "torch_resnet": "ResNet"}
 SUMMARY_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
@@ -236,7 +236,7 @@ def _duration(seconds) -> str | None:
 
 
 def write_figures(folder: Path, runs: list[Run], metrics: dict, calibration: dict[str, dict]) -> dict[str, Path]:
-    from common.plots import (
+    from common.evaluation.plots import (
         save_confusion_matrices,
         save_reliability_diagram,
         save_roc_curves,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.dataset import PreparedDataset
-from common.metrics import score_run
-from common.rundir import (
+from common.data.dataset import PreparedDataset
+from common.evaluation.metrics import score_run
+from common.runs.rundir import (
     HISTORY_COLUMNS,
     read_config,
     read_history,
@@ -64,7 +64,7 @@ class RunRecorder:
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         write_history(self.run_dir, self.rows)
         if self._tb is None:
-            from common.tensorboard import ScalarWriter
+            from common.runs.tensorboard import ScalarWriter
 
             self._tb = ScalarWriter(self.run_dir / "tb")
         self._tb.epoch(row)

@@ -198,22 +198,3 @@ def read_medmnist(npz_path: Path, *, classes: Sequence[str] | None = None) -> So
     class_list = resolve_classes(label_set, classes or label_set, origin=str(npz_path))
     check_labels_in_classes(samples, class_list)
     return Source("medmnist", str(npz_path), samples, class_list, "label", arrays=arrays)
-
-
-def open_source(data: str | Path | None, *, label_column: str | None = None,
-                classes: Sequence[str] | None = None, cache_root: Path | None = None) -> Source:
-    """Pick the source from what `data` names: None or 'demo', a .csv, a .npz, or a folder."""
-    from common.demo import demo_source  # local: only the demo needs it
-
-    if data is None or str(data) == "demo":
-        return demo_source(cache_root=cache_root, classes=classes)
-    path = Path(data)
-    if path.suffix == ".csv":
-        if not label_column:
-            raise DataError(f"{path}: a manifest needs --label-column (e.g. sex or age_group)")
-        return read_manifest(path, label_column=label_column, classes=classes)
-    if path.suffix == ".npz":
-        return read_medmnist(path, classes=classes)
-    if path.is_dir():
-        return read_folder(path, classes=classes)
-    raise DataError(f"{path}: not a manifest .csv, a MedMNIST .npz or a class-per-folder directory")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from common.data.sources import SPLIT_NAMES, Sample
 from common.errors import DataError
-from common.sources import SPLIT_NAMES, Sample
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     config.json      resolved config, framework and library versions, parameter count, data/split hash
     history.csv      epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds
     predictions.csv  sample_id,subject_id,split,y_true,y_pred,prob_<class>...   (val and test)
-    metrics.json     written by common.metrics only
+    metrics.json     written by common.evaluation.metrics only
 """
 
 from __future__ import annotations

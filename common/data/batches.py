@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from common.augment import AugmentConfig, augment_batch
+from common.data.augment import AugmentConfig, augment_batch
 
 
 def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:

@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from common.rundir import TENSORBOARD_TAGS
+from common.runs.rundir import TENSORBOARD_TAGS
 
 
 class ScalarWriter:
@@ -31,7 +31,7 @@ class ScalarWriter:
         self._records.flush()
 
     def epoch(self, row: dict) -> None:
-        """Write one history row (common.rundir.HISTORY_COLUMNS) under the shared tag names."""
+        """Write one history row (common.runs.rundir.HISTORY_COLUMNS) under the shared tag names."""
         values = [self._summary.Value(tag=tag, simple_value=float(row[key]))
                   for key, tag in TENSORBOARD_TAGS.items() if row.get(key) is not None]
         self._write(self._event(wall_time=time.time(), step=int(row["epoch"]), summary=self._summary(value=values)))

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from common.augment import AugmentConfig
-from common.dataset import PreparedDataset, prepare_dataset
+from common.data.augment import AugmentConfig
+from common.data.dataset import PreparedDataset, prepare_dataset
 from common.errors import DataError
-from common.preprocess import NORMALIZATIONS, RESIZE_MODES, STORAGE_DTYPES, PreprocessConfig
-from common.splits import SplitConfig
+from common.data.preprocess import NORMALIZATIONS, RESIZE_MODES, STORAGE_DTYPES, PreprocessConfig
+from common.data.splits import SplitConfig
 
 DEFAULT_SHAPE = (32, 32, 32)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write
+from common.data.preprocess import PreprocessConfig, preprocess_file
+from common.data.sources import is_nifti_path, strip_nifti_suffix
 from common.errors import DataError
-from common.preprocess import PreprocessConfig, preprocess_file
-from common.sources import is_nifti_path, strip_nifti_suffix
 
 
 def _input_paths(inputs: list[Path] | None, manifest: Path | None) -> list[Path]:

@@ -1,0 +1,1 @@
+"""Data: sources, the synthetic demo, preprocessing, the cache, splits, batches and augmentation."""

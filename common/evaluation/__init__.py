@@ -1,0 +1,1 @@
+"""Evaluation: metrics, statistics, plots and the comparison report (all from run files only)."""
