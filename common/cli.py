@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from common.errors import DataError
-from common.runs.options import add_data_arguments, dataset_from_args
+from common.runs.config import DataConfig
+from common.runs.options import Parser, add_data_arguments, dataset_for, run_command
+from common.runs.typed import from_namespace
 
 
 def _print_counts(dataset) -> None:
@@ -23,8 +24,8 @@ def _print_counts(dataset) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m common", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     prepare = sub.add_parser("prepare", help="preprocess and cache a dataset, write splits.json, print class counts")
     add_data_arguments(prepare)
     score = sub.add_parser("score", help="compute metrics.json (and figures) for run directories")
@@ -36,21 +37,22 @@ def main(argv=None) -> int:
 
     add_report_arguments(report)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "prepare":
-            _print_counts(dataset_from_args(args))
-        elif args.command == "score":
-            for run_dir in args.run_dirs:
-                _score(run_dir, args)
-        else:
-            from common.evaluation.report import report_from_args
+    return run_command(lambda: _run(args))
 
-            path = report_from_args(args)
-            print(f"report: {path}  (and {path.with_suffix('.html')})")
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "prepare":
+        _print_counts(dataset_for(from_namespace(DataConfig, args)))
+    elif args.command == "score":
+        if args.bootstrap < 1:
+            raise DataError(f"--bootstrap {args.bootstrap}: must be >= 1")
+        for run_dir in args.run_dirs:
+            _score(run_dir, args)
+    else:
+        from common.evaluation.report import report_from_args
+
+        path = report_from_args(args)
+        print(f"report: {path}  (and {path.with_suffix('.html')})")
 
 
 def _score(run_dir: Path, args) -> None:

@@ -60,6 +60,26 @@ def make_manifest(tmp_path):
     return make
 
 
+def fake_record(*, model="torch_resnet", classes=("neg", "pos"), created="2026-01-01T00:00:00", data_hash="d" * 20,
+                split_hash="abc", outcome=True, **training):
+    """A complete, typed run record for tests that write run directories by hand."""
+    from common.data.preprocess import PreprocessConfig
+    from common.data.splits import SplitConfig
+    from common.runs.config import TrainConfig
+    from common.runs.record import DataRecord, Outcome, PrecisionDecision, RunRecord
+
+    data = DataRecord(source="demo", location="demo", label_column="label", classes=tuple(classes),
+                      preprocess=PreprocessConfig(shape=(16, 16, 16), normalize="zscore"), split=SplitConfig(),
+                      split_method="stratified", data_hash=data_hash, split_hash=split_hash,
+                      class_counts={"test": {c: 18 for c in classes}})
+    done = Outcome(epochs_run=4, best_epoch=4, best_value=0.3, stopped_early=False, train_seconds=75.0,
+                   samples_per_second=3.2, peak_memory_bytes=2**30, predict_seconds=1.0) if outcome else None
+    return RunRecord(model=model, preset="tiny", model_config={"filters": 4}, data=data,
+                     training=TrainConfig(**training), precision=PrecisionDecision("auto", "fp32", "test"),
+                     device="CPU", options={}, parameters=1234, flops_per_sample=2_000_000_000, world_size=1,
+                     versions={"lib": "1.0"}, machine="test", created=created, outcome=done)
+
+
 @pytest.fixture
 def cache_root(tmp_path):
     return tmp_path / "cache"

@@ -1,14 +1,15 @@
-import json
 import re
 
 import numpy as np
 import pytest
+from conftest import fake_record
 from sklearn import metrics as skm
 
 from common.errors import DataError
 from common.evaluation.report import build_report, find_latest_runs
 from common.evaluation.stats import mcnemar_exact, reliability_bins
-from common.runs.rundir import write_config, write_history, write_predictions
+from common.runs.record import write_record
+from common.runs.rundir import write_history, write_predictions
 
 CLASSES = ["neg", "pos"]
 
@@ -26,12 +27,7 @@ def fake_run(run_dir, *, model, seed, skill, test_ids=None, written="2026-01-01T
                       probabilities=probs)
     write_history(run_dir, [dict(epoch=e, train_loss=1 / e, train_accuracy=0.5 + e / 20, val_loss=1.1 / e,
                                  val_accuracy=0.5 + e / 25, lr=1e-3, seconds=1.0) for e in range(1, 5)])
-    write_config(run_dir, {"model": model, "run_dir": str(run_dir), "parameters": 1234, "split_hash": "abc",
-                           "data": {"source": "demo", "location": "demo", "label_column": "label", "classes": CLASSES,
-                                    "split_hash": "abc", "class_counts": {"test": {"neg": 18, "pos": 18}}},
-                           "facts": {"flops_per_sample": 2e9, "train_seconds": 75, "samples_per_second": 3.2}})
-    (run_dir / "config.json").write_text(
-        json.dumps({**json.loads((run_dir / "config.json").read_text()), "written": written}))
+    write_record(run_dir, fake_record(model=model, classes=CLASSES, created=written))
     rounded = np.array([[float(f"{p:.6g}") for p in row] for row in probs])
     return y[12:], rounded[12:]
 

@@ -87,14 +87,3 @@ def test_history_round_trip(tmp_path):
     assert read_history(tmp_path) == rows
     assert (tmp_path / "history.csv").read_text().splitlines()[0] == \
         "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds"
-
-
-def test_best_history_row_follows_the_selection_metric():
-    from common.runs.training import best_history_row
-
-    rows = [dict(epoch=1, val_loss=0.5, val_accuracy=0.7), dict(epoch=2, val_loss=0.4, val_accuracy=0.7),
-            dict(epoch=3, val_loss=0.6, val_accuracy=0.8)]
-    assert best_history_row(rows, "val_loss")["epoch"] == 2
-    assert best_history_row(rows, "val_accuracy")["epoch"] == 3
-    assert best_history_row(rows[:2], "val_accuracy")["epoch"] == 1  # first of equals, as is_better selects
-    assert best_history_row([], "val_loss") is None

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from common.runs.rundir import read_config, read_history, read_predictions
+from common.runs.record import read_record
+from common.runs.rundir import read_history, read_predictions
 from tf_transformer.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +33,9 @@ def test_training_writes_the_run_directory_and_predicts(make_manifest, cache_roo
         assert (run_dir / name).is_file(), name
     assert [r["epoch"] for r in read_history(run_dir)] == [1, 2, 3]
     assert set(read_predictions(run_dir).split) == {"val", "test"}
-    config = read_config(run_dir)
-    assert config["model"] == "tf_transformer" and config["framework"]["backend"] == keras.backend.backend()
-    assert config["facts"]["flops_per_sample"] > 0
+    record = read_record(run_dir)
+    assert record.model == "tf_transformer" and record.options["backend"] == keras.backend.backend()
+    assert record.flops_per_sample > 0 and record.outcome.best_epoch >= 1
     out = tmp_path / "new.csv"
     assert main(["predict", "--run-dir", str(run_dir), "--manifest", str(manifest), "--out", str(out)]) == 0
     lines = out.read_text().splitlines()

@@ -55,10 +55,11 @@ def test_layer_sequence_matches_the_seed():
 def test_block_applies_relu_before_the_addition():
     torch.manual_seed(0)
     block = ResBlock(2, 2, downsample=False).eval()
-    x = -torch.ones(1, 2, 4, 4, 4)  # negative shortcut: ReLU(main >= 0 + x) <= ReLU(main)
-    main = block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))))
-    assert (main >= 0).all()
-    assert torch.allclose(block(x), torch.relu(main + x))
+    x = torch.randn(1, 2, 4, 4, 4)
+    before_relu = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
+    assert (before_relu < 0).any()  # otherwise the two readings below would agree
+    assert torch.allclose(block(x), torch.relu(torch.relu(before_relu) + x))  # the seed's ReLU, then the add
+    assert not torch.allclose(block(x), torch.relu(before_relu + x))  # torchvision's order would differ
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from common.errors import DataError
-from common.runs.rundir import read_config, read_history, read_predictions
+from common.runs.record import read_record
+from common.runs.rundir import read_history, read_predictions
 from torch_resnet import checkpoints
-from torch_resnet.cli import build_parser, main
-from torch_resnet.train import train
+from torch_resnet.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,24 +25,26 @@ def train_args(manifest, cache_root, run_dir, *extra):
 def test_training_writes_the_run_directory(make_manifest, cache_root, tmp_path):
     manifest = make_manifest(n_subjects=20)
     run_dir = tmp_path / "run"
-    train(build_parser().parse_args(train_args(manifest, cache_root, run_dir, "--class-weights")))
-    for name in ("config.json", "history.csv", "predictions.csv", "metrics.json", "model.pt", "resume.pt"):
+    assert main(train_args(manifest, cache_root, run_dir, "--class-weights")) == 0
+    for name in ("config.json", "history.csv", "predictions.csv", "metrics.json", "model.pt", "resume.json"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tb").iterdir())
     history = read_history(run_dir)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     predictions = read_predictions(run_dir)
     assert set(predictions.split) == {"val", "test"}
-    config = read_config(run_dir)
-    assert config["model"] == "torch_resnet" and config["parameters"] > 0 and config["split_hash"]
-    assert config["facts"]["flops_per_sample"] > 0
+    record = read_record(run_dir)
+    assert record.model == "torch_resnet" and record.parameters > 0 and record.data.split_hash
+    assert record.flops_per_sample > 0 and record.training.class_weights
+    assert record.precision.resolved == "fp32" and record.outcome.epochs_run == 3
+    assert sorted(p.name for p in run_dir.glob("state-*")) == ["state-0003.pt"]  # older generations removed
     torch.load(run_dir / "model.pt", weights_only=True)
 
 
 def test_checkpoint_for_another_class_count_is_refused(make_manifest, cache_root, tmp_path):
     manifest = make_manifest(n_subjects=12)
     run_dir = tmp_path / "run"
-    train(build_parser().parse_args(train_args(manifest, cache_root, run_dir, "--epochs", "1")))
+    assert main(train_args(manifest, cache_root, run_dir, "--epochs", "1")) == 0
     stored = checkpoints.model_config_of(checkpoints.load(run_dir / "model.pt"))
     with pytest.raises(DataError, match="another architecture.*num_classes"):
         checkpoints.load(run_dir / "model.pt", expected=stored.with_data(input_shape=(16, 16, 16), num_classes=5))
@@ -54,7 +56,7 @@ def test_checkpoint_for_another_class_count_is_refused(make_manifest, cache_root
 def test_predict_new_files(make_manifest, cache_root, tmp_path):
     manifest = make_manifest(n_subjects=12)
     run_dir = tmp_path / "run"
-    train(build_parser().parse_args(train_args(manifest, cache_root, run_dir, "--epochs", "1")))
+    assert main(train_args(manifest, cache_root, run_dir, "--epochs", "1")) == 0
     out = tmp_path / "new.csv"
     assert main(["predict", "--run-dir", str(run_dir), "--manifest", str(manifest), "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
@@ -82,8 +84,8 @@ def test_killed_run_resumes_to_the_same_weights(make_manifest, cache_root, tmp_p
     resumed = _run_cli(args_b)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout
-    a = torch.load(tmp_path / "straight" / "resume.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "killed" / "resume.pt", weights_only=True)["model"]
+    a = torch.load(tmp_path / "straight" / "state-0003.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "killed" / "state-0003.pt", weights_only=True)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert read_history(tmp_path / "killed")[-1]["val_loss"] == read_history(tmp_path / "straight")[-1]["val_loss"]
@@ -99,6 +101,6 @@ def test_two_process_ddp_with_gloo(make_manifest, cache_root, tmp_path):
          "-m", "torch_resnet", *train_args(manifest, cache_root, run_dir, "--epochs", "2")],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert read_config(run_dir)["options"]["world_size"] == 2
+    assert read_record(run_dir).world_size == 2
     assert [r["epoch"] for r in read_history(run_dir)] == [1, 2]
     assert (run_dir / "metrics.json").is_file()

@@ -6,41 +6,36 @@ from __future__ import annotations
 import argparse
 import os
 
+from common.runs.config import TrainConfig
 from common.runs.options import (
+    Parser,
     add_data_arguments,
     add_predict_arguments,
     add_training_arguments,
-    run_trainer_command,
+    check_predict_arguments,
+    configs_from_args,
+    run_command,
 )
+from common.runs.typed import add_arguments, from_namespace
 from tf_transformer.config import PRESETS
+from tf_transformer.options import KerasOptions
+
+# Attention learns slower than convolution from ~100 volumes (demo: 15 epochs -> 0.79, 40 -> 0.83 test accuracy).
+DEFAULT_TRAINING = TrainConfig(epochs=40)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tf_transformer", description=__doc__)
+    parser = Parser(prog="python -m tf_transformer", description=__doc__)
     parser.add_argument("--backend", choices=("tensorflow", "torch", "jax"),
                         help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train, select on val, predict val/test, write the run directory")
     add_data_arguments(train)
-    add_training_arguments(train, default_preset="small", presets=PRESETS)
-    train.set_defaults(epochs=40)  # attention learns slower than convolution from ~100 volumes (demo: 15 -> 0.79, 40 -> 0.83 test accuracy)
-    g = train.add_argument_group("keras")
-    g.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default="adamw")
-    g.add_argument("--jit-compile", choices=("auto", "true", "false"), default="false",
-                   help="XLA compilation of the train step (default: false, faster on CPU per BENCHMARKS.md; "
-                        "auto lets Keras decide)")
-    g.add_argument("--distribute", choices=("none", "mirrored", "multiworker", "data-parallel"), default="none",
-                   help="tf.distribute MirroredStrategy / MultiWorkerMirroredStrategy (TensorFlow backend) or "
-                        "keras.distribution.DataParallel (JAX backend)")
-    g.add_argument("--logical-cpu-devices", type=int, default=0,
-                   help="with --distribute mirrored on a CPU: split it into N logical devices")
+    add_training_arguments(train, presets=PRESETS, default_preset="small", defaults=DEFAULT_TRAINING)
+    add_arguments(train, KerasOptions(), title="keras")
     predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
     add_predict_arguments(predict)
     return parser
-
-
-def parse_jit(value: str):
-    return {"auto": "auto", "true": True, "false": False}[value]
 
 
 def main(argv=None) -> int:
@@ -48,18 +43,27 @@ def main(argv=None) -> int:
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.command == "train":
-        args.jit_compile = parse_jit(args.jit_compile)
-    return run_trainer_command(args, train=_load_train, predict_files=_load_predict)
+    return run_command(lambda: _train(args) if args.command == "train" else _predict(args))
 
 
-def _load_train():
+def _train(args: argparse.Namespace) -> None:
+    from common.runs.options import dataset_for
+    from tf_transformer.config import preset
+
+    data, training, runtime = configs_from_args(args)  # every value checked before any work
+    options = from_namespace(KerasOptions, args)
+    preset(args.preset).with_data(input_shape=data.shape, num_classes=2)  # a preset that cannot take the shape
+    dataset = dataset_for(data, progress=not runtime.quiet)
+    model_config = preset(args.preset).with_data(input_shape=dataset.preprocess.shape, num_classes=len(dataset.classes))
     from tf_transformer.train import train
 
-    return train
+    train(dataset, preset=args.preset, model_config=model_config, training=training, runtime=runtime, options=options)
 
 
-def _load_predict():
+def _predict(args: argparse.Namespace) -> None:
+    check_predict_arguments(args)
     from tf_transformer.predict import predict_files
 
-    return predict_files
+    out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
+                        workers=args.workers)
+    print(f"probabilities: {out}")

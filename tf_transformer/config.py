@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+from common.errors import ConfigError
+
 
 @dataclass(frozen=True, kw_only=True)
 class TransformerConfig:
@@ -33,29 +35,29 @@ class TransformerConfig:
         for name in ("input_shape", "stem_filters", "stem_kernels", "stem_strides", "mlp_units", "taps"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
-            raise ValueError(f"input_shape {self.input_shape}: expected three positive sizes (D, H, W)")
+            raise ConfigError(f"input_shape {self.input_shape}: expected three positive sizes (D, H, W)")
         if self.num_classes < 2:
-            raise ValueError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
+            raise ConfigError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
         stages = {len(self.stem_filters), len(self.stem_kernels), len(self.stem_strides)}
         if len(stages) != 1 or 0 in stages:
-            raise ValueError(f"stem_filters/kernels/strides must have the same non-zero length, got "
+            raise ConfigError(f"stem_filters/kernels/strides must have the same non-zero length, got "
                              f"{self.stem_filters}, {self.stem_kernels}, {self.stem_strides}")
         for name in ("stem_filters", "stem_kernels", "stem_strides", "mlp_units"):
             if min(getattr(self, name)) < 1:
-                raise ValueError(f"{name} {getattr(self, name)}: every value must be >= 1")
+                raise ConfigError(f"{name} {getattr(self, name)}: every value must be >= 1")
         if self.mlp_units[-1] != self.projection_dim:
-            raise ValueError(f"mlp_units {self.mlp_units}: the last must equal projection_dim {self.projection_dim} "
+            raise ConfigError(f"mlp_units {self.mlp_units}: the last must equal projection_dim {self.projection_dim} "
                              "(the residual add)")
         if self.num_blocks < 1 or self.num_heads < 1 or self.key_dim < 1:
-            raise ValueError(f"num_blocks {self.num_blocks}, num_heads {self.num_heads}, key_dim {self.key_dim}: "
+            raise ConfigError(f"num_blocks {self.num_blocks}, num_heads {self.num_heads}, key_dim {self.key_dim}: "
                              "must be >= 1")
         if not self.taps or any(not 1 <= t <= self.num_blocks for t in self.taps) or len(set(self.taps)) != len(self.taps):
-            raise ValueError(f"taps {self.taps}: distinct 1-based block numbers in 1..{self.num_blocks}")
+            raise ConfigError(f"taps {self.taps}: distinct 1-based block numbers in 1..{self.num_blocks}")
         if self.pooling not in ("mean", "flatten"):
-            raise ValueError(f"pooling '{self.pooling}' is not 'mean' or 'flatten'")
+            raise ConfigError(f"pooling '{self.pooling}' is not 'mean' or 'flatten'")
         for name in ("mlp_dropout", "attention_dropout"):
             if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} {getattr(self, name)}: must be in [0, 1)")
+                raise ConfigError(f"{name} {getattr(self, name)}: must be in [0, 1)")
 
     @property
     def projection_dim(self) -> int:
@@ -98,5 +100,5 @@ PRESETS: dict[str, TransformerConfig] = {
 
 def preset(name: str, **overrides) -> TransformerConfig:
     if name not in PRESETS:
-        raise ValueError(f"preset '{name}' is not one of {sorted(PRESETS)}")
+        raise ConfigError(f"preset '{name}' is not one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)

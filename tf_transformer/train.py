@@ -1,56 +1,74 @@
-"""Training of the transformer with Keras callbacks: train on train, select on val, predict val and test."""
+"""Training of the transformer: the Keras adapter of the shared driver (common.runs.driver).
+
+The driver owns the run directory, the epoch loop's bookkeeping and the final predictions; this
+module owns the Keras model, `compile`/`fit` (one `fit` call per epoch, with Keras callbacks for the
+driver's per-step hook), precision policies and tf.distribute / keras.distribution.
+"""
 
 from __future__ import annotations
 
-import argparse
 import resource
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from common.data.batches import balanced_class_weights, batch_slices
-from common.runs.hardware import cpu_description, cpu_has_native_bf16
-from common.runs.options import augment_config, dataset_from_args, training_config
-from common.runs.rundir import new_run_dir, read_history
-from common.runs.schedules import learning_rate
-from common.runs.training import RunRecorder, best_history_row
-from tf_transformer.callbacks import KillSwitch, ProgressBar, RecordEpochs
-from tf_transformer.config import TransformerConfig, preset
-from tf_transformer.data import EpochSetter, VolumeBatches
+from common.atomic import atomic_write
+from common.data.batches import EpochBatches, batch_slices
+from common.data.dataset import PreparedDataset
+from common.errors import ConfigError
+from common.runs.config import RuntimeConfig, TrainConfig
+from common.runs.driver import AdapterFacts, EpochStats, run_training
+from common.runs.hardware import cpu_description
+from common.runs.precision import Hardware
+from common.runs.record import PrecisionDecision
+from tf_transformer.config import TransformerConfig
+from tf_transformer.data import KerasBatches
 from tf_transformer.flops import flops_per_sample
 from tf_transformer.model import build_transformer, summary_lines
+from tf_transformer.options import KerasOptions
 
+MODEL = "tf_transformer"
 MODEL_FILE = "model.keras"
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
-def resolve_precision(requested: str) -> str:
-    """auto: mixed bf16 on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), else fp32.
-
-    `make bench` (BENCHMARKS.md) measured the `seed` preset at 64^3 on an AMX CPU: mixed_bfloat16
-    1.14x fp32 under TensorFlow and 1.37x under the torch backend, with agreeing losses.
-    """
-    if requested != "auto":
-        return requested
-    return "bf16" if _has_gpu() or cpu_has_native_bf16() else "fp32"
-
-
-def _has_gpu() -> bool:
-    if keras.backend.backend() == "tensorflow":
+def _gpus() -> list:
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
-    if keras.backend.backend() == "torch":
+        return tf.config.list_physical_devices("GPU")
+    if backend == "torch":
         import torch
 
-        return torch.cuda.is_available()
-    return False
+        return list(range(torch.cuda.device_count()))
+    if backend == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    return []
 
 
-def set_precision(precision: str) -> None:
-    policies = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-    keras.mixed_precision.set_global_policy(policies[precision])
+def hardware() -> Hardware:
+    """What the Keras backend computes on; bf16 on GPUs of compute capability 8.0 (Ampere) and newer."""
+    gpus = _gpus()
+    if not gpus:
+        return Hardware("cpu", f"CPU {cpu_description()}")
+    backend, bf16 = keras.backend.backend(), True
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        bf16 = tuple(capability) >= (8, 0)
+    elif backend == "torch":
+        import torch
+
+        bf16 = torch.cuda.is_bf16_supported()
+    return Hardware("cuda", f"{len(gpus)} GPU(s), Keras backend {backend}", gpu_bf16=bf16)
 
 
 def distribution_scope(kind: str, logical_cpu_devices: int = 0):
@@ -60,11 +78,11 @@ def distribution_scope(kind: str, logical_cpu_devices: int = 0):
         return nullcontext()
     if kind == "data-parallel":
         if backend != "jax":
-            raise SystemExit(f"error: --distribute data-parallel needs KERAS_BACKEND=jax (backend is {backend})")
+            raise ConfigError(f"--distribute data-parallel needs KERAS_BACKEND=jax (backend is {backend})")
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         return nullcontext()
     if backend != "tensorflow":
-        raise SystemExit(f"error: --distribute {kind} needs KERAS_BACKEND=tensorflow (backend is {backend})")
+        raise ConfigError(f"--distribute {kind} needs KERAS_BACKEND=tensorflow (backend is {backend})")
     import tensorflow as tf
 
     if kind == "multiworker":  # cluster from TF_CONFIG
@@ -82,20 +100,13 @@ def distribution_scope(kind: str, logical_cpu_devices: int = 0):
     return strategy.scope()
 
 
-def make_optimizer(args: argparse.Namespace):
-    if args.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
-    if args.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=args.lr)
-    return keras.optimizers.SGD(learning_rate=args.lr, momentum=0.9, nesterov=True)
-
-
-def peak_memory_bytes() -> int:
-    if keras.backend.backend() == "tensorflow" and _has_gpu():
-        import tensorflow as tf
-
-        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+def make_optimizer(training: TrainConfig):
+    if training.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=training.lr, weight_decay=training.weight_decay)
+    if training.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=training.lr)
+    return keras.optimizers.SGD(learning_rate=training.lr, momentum=0.9, nesterov=True,
+                                weight_decay=training.weight_decay or None)
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
@@ -107,96 +118,93 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int)
     return np.concatenate(out)
 
 
-def _best_row(run_dir: Path, metric: str) -> dict | None:
-    """The history row with the best validation value so far (ModelCheckpoint forgets it on resume)."""
-    if not (run_dir / "history.csv").is_file():
-        return None
-    return best_history_row(read_history(run_dir), metric)
+class StepHook(keras.callbacks.Callback):
+    """Calls the driver's per-step hook (progress bar, fault injection) after every training step."""
+
+    def __init__(self, on_step: Callable[[float], None]):
+        super().__init__()
+        self.on_step = on_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_step(float((logs or {}).get("loss", float("nan"))))
 
 
-def _best_value(run_dir: Path, metric: str) -> float | None:
-    row = _best_row(run_dir, metric)
-    return None if row is None else row[metric]
+class KerasAdapter:
+    """The transformer behind the driver's ModelAdapter protocol."""
+
+    model_file = MODEL_FILE
+    state_suffix = ".npz"
+
+    def __init__(self, config: TransformerConfig, training: TrainConfig, options: KerasOptions,
+                 precision: PrecisionDecision):
+        self.config, self.training, self.options = config, training, options
+        keras.mixed_precision.set_global_policy(POLICIES[precision.resolved])
+        scope = distribution_scope(options.distribute, options.logical_cpu_devices)
+        keras.utils.set_random_seed(training.seed)
+        with scope:
+            self.model = build_transformer(config)
+            self.model.compile(optimizer=make_optimizer(training),
+                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                               metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                               jit_compile=options.jit)
+        self._hardware = hardware()
+
+    def facts(self) -> AdapterFacts:
+        backend = keras.backend.backend()
+        module = __import__({"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}.get(backend, backend))
+        return AdapterFacts(model_config=self.config.to_dict(), parameters=self.model.count_params(),
+                            flops_per_sample=flops_per_sample(self.config), device=self._hardware.name,
+                            options={**asdict(self.options), "backend": backend},
+                            versions={"keras": keras.__version__, backend: getattr(module, "__version__", "?")},
+                            drop_last=self.options.distribute != "none")
+
+    def fit_epoch(self, batches: EpochBatches, *, learning_rate: float, on_step: Callable[[float], None]) -> EpochStats:
+        self.model.optimizer.learning_rate = learning_rate
+        history = self.model.fit(KerasBatches(batches, workers=2), epochs=1, verbose=0, callbacks=[StepHook(on_step)])
+        samples = sum(s.stop - s.start for s in batches.slices)
+        return EpochStats(float(history.history["loss"][-1]), float(history.history["accuracy"][-1]), samples)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return predict_probabilities(self.model, x, batch_size=self.training.batch_size)
+
+    def save_model(self, path: Path) -> None:
+        atomic_write(path, lambda tmp: self.model.save(tmp))
+
+    def load_model(self, path: Path) -> None:
+        self.model.load_weights(path)
+
+    def _state_variables(self) -> list:
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        return list(self.model.variables) + list(optimizer.variables)
+
+    def save_state(self, path: Path) -> None:
+        """Every model and optimizer variable, by position (the model is rebuilt from its config)."""
+        arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._state_variables())}
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+
+    def load_state(self, path: Path) -> None:
+        variables = self._state_variables()
+        try:
+            with np.load(path) as stored:
+                arrays = [stored[f"v{i:05d}"] for i in range(len(stored.files))]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{path}: unreadable resume state ({exc})") from exc
+        if len(arrays) != len(variables) or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
+            raise ConfigError(f"{path}: resume state does not match this model's variables")
+        for variable, value in zip(variables, arrays):
+            variable.assign(value)
+
+    def peak_memory_bytes(self) -> int:
+        if keras.backend.backend() == "tensorflow" and self._hardware.device_type == "cuda":
+            import tensorflow as tf
+
+            return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def train(args: argparse.Namespace) -> Path:
-    if args.threads:
-        _set_threads(args.threads)
-    dataset = dataset_from_args(args, progress=not args.quiet)
-    precision = resolve_precision(args.precision)
-    set_precision(precision)
-    scope = distribution_scope(args.distribute, args.logical_cpu_devices)
-    keras.utils.set_random_seed(args.seed)
-    config: TransformerConfig = preset(args.preset).with_data(input_shape=dataset.preprocess.shape,
-                                                              num_classes=len(dataset.classes))
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(Path(args.runs_root), "vit")
-    backup_dir = run_dir / "backup"
-    resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
-    recorder = RunRecorder(run_dir)
-    with scope:
-        model = build_transformer(config)
-        model.compile(optimizer=make_optimizer(args),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                      jit_compile=args.jit_compile)
-    facts = {"parameters": model.count_params(), "flops_per_sample": flops_per_sample(config)}
-    if resuming:
-        recorder.resume_history(completed_epochs=args.epochs)
-        print(f"resuming {run_dir} from {backup_dir}")
-    else:
-        recorder.start({
-            "model": "tf_transformer", "run_dir": str(run_dir),
-            "framework": {"keras": keras.__version__, "backend": keras.backend.backend(),
-                          **_backend_version()},
-            "model_config": config.to_dict(), "training": training_config(args),
-            "options": {"precision": precision, "jit_compile": args.jit_compile, "optimizer": args.optimizer,
-                        "distribute": args.distribute},
-            "parameters": facts["parameters"], "data": dataset.describe(),
-            "data_hash": dataset.data_hash, "split_hash": dataset.split_hash,
-        })
-        print(f"run directory: {run_dir}  ({precision}, backend {keras.backend.backend()}, "
-              f"{facts['parameters']:,} parameters)")
-    for line in summary_lines(config):
-        print(line)
-    train_split, val_split = dataset.split("train"), dataset.split("val")
-    train_batches = VolumeBatches(train_split, args.batch_size, seed=args.seed, shuffle=True,
-                                  balanced=args.balanced_sampler, augment=augment_config(args),
-                                  drop_last=args.distribute != "none", workers=2)
-    val_batches = VolumeBatches(val_split, args.batch_size, workers=2)
-    mode = "min" if args.select_metric == "val_loss" else "max"
-    record = RecordEpochs(recorder)
-    callbacks = [
-        EpochSetter(train_batches),
-        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(
-            epoch, base_lr=args.lr, epochs=args.epochs, schedule=args.schedule, warmup_epochs=args.warmup_epochs)),
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(run_dir / MODEL_FILE), monitor=args.select_metric, mode=mode,
-                                        save_best_only=True,
-                                        initial_value_threshold=_best_value(run_dir, args.select_metric) if resuming else None),
-        record,
-        KillSwitch(),
-    ]
-    if not args.quiet:
-        callbacks.append(ProgressBar(len(train_batches)))
-    if args.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=args.select_metric, mode=mode, patience=args.patience))
-    class_weight = None
-    if args.class_weights:
-        class_weight = dict(enumerate(balanced_class_weights(train_split.y, len(dataset.classes)).tolist()))
-    model.fit(train_batches, validation_data=val_batches, epochs=args.epochs, class_weight=class_weight,
-              callbacks=callbacks, verbose=0)
-    best = keras.saving.load_model(run_dir / MODEL_FILE, safe_mode=True, compile=False)
-    facts.update({
-        "train_seconds": record.train_seconds,
-        "samples_per_second": record.epochs_run * len(train_split) / record.train_seconds if record.train_seconds else None,
-        "peak_memory_bytes": peak_memory_bytes(), "device": _device_description(),
-        "best_epoch": (_best_row(run_dir, args.select_metric) or {}).get("epoch"),
-    })
-    recorder.finish(dataset, lambda x: predict_probabilities(best, x, batch_size=args.batch_size), facts=facts)
-    return run_dir
-
-
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
     """Size the backend's CPU thread pool before any op runs."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -209,11 +217,13 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _backend_version() -> dict:
-    backend = keras.backend.backend()
-    module = __import__({"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}.get(backend, backend))
-    return {backend: getattr(module, "__version__", "?")}
-
-
-def _device_description() -> str:
-    return "GPU" if _has_gpu() else f"CPU {cpu_description()}"
+def train(dataset: PreparedDataset, *, preset: str, model_config: TransformerConfig, training: TrainConfig,
+          runtime: RuntimeConfig, options: KerasOptions) -> Path:
+    """Train (or resume) one transformer run on `dataset`; returns the run directory."""
+    if runtime.threads:
+        set_threads(runtime.threads)
+    for line in summary_lines(model_config):
+        print(line)
+    return run_training(model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset,
+                        training=training, runtime=runtime, hardware=hardware(),
+                        build=lambda precision: KerasAdapter(model_config, training, options, precision))

@@ -4,45 +4,73 @@ from __future__ import annotations
 
 import argparse
 
+from common.runs.config import TrainConfig
 from common.runs.options import (
+    Parser,
     add_data_arguments,
     add_predict_arguments,
     add_training_arguments,
-    run_trainer_command,
+    check_predict_arguments,
+    configs_from_args,
+    run_command,
 )
+from common.runs.typed import add_arguments, from_namespace
 from torch_resnet.config import PRESETS
+from torch_resnet.options import TorchOptions
+
+DEFAULT_TRAINING = TrainConfig()  # the shared defaults: 15 epochs, batch 8, AdamW 1e-3, cosine
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m torch_resnet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m torch_resnet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train, select on val, predict val/test, write the run directory")
     add_data_arguments(train)
-    add_training_arguments(train, default_preset="small", presets=PRESETS)
-    g = train.add_argument_group("pytorch")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last_3d memory format (default: on for >= 16 filters, where it is faster)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--activation-checkpointing", action="store_true",
-                   help="recompute each stage's activations in backward (less memory, more compute)")
+    add_training_arguments(train, presets=PRESETS, default_preset="small", defaults=DEFAULT_TRAINING)
+    add_arguments(train, TorchOptions(), title="pytorch")
     predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
     add_predict_arguments(predict)
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="auto: the GPU if there is one (default: auto)")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_trainer_command(args, train=_load_train, predict_files=_load_predict)
+    return run_command(lambda: _train(args) if args.command == "train" else _predict(args))
 
 
-def _load_train():
+def _train(args: argparse.Namespace) -> None:
+    data, training, runtime = configs_from_args(args)  # every value checked before any work
+    import torch
+
+    from common.runs.options import dataset_for
+    from torch_resnet.config import preset
+    from torch_resnet.distributed import barrier, init_distributed, shutdown
     from torch_resnet.train import train
 
-    return train
+    options = from_namespace(TorchOptions, args)
+    model_config = preset(args.preset).with_data(input_shape=data.shape, num_classes=2)  # shape checked early
+    ctx = init_distributed(options.device)
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    try:
+        if ctx.is_main:  # rank 0 builds the cache; the others then find it
+            dataset = dataset_for(data, progress=not runtime.quiet)
+        barrier(ctx)
+        if not ctx.is_main:
+            dataset = dataset_for(data, progress=False)
+        model_config = model_config.with_data(input_shape=dataset.preprocess.shape, num_classes=len(dataset.classes))
+        train(dataset, preset=args.preset, model_config=model_config, training=training, runtime=runtime,
+              options=options, ctx=ctx)
+    finally:
+        shutdown(ctx)
 
 
-def _load_predict():
+def _predict(args: argparse.Namespace) -> None:
+    check_predict_arguments(args)
     from torch_resnet.predict import predict_files
 
-    return predict_files
+    out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
+                        workers=args.workers, device=args.device)
+    print(f"probabilities: {out}")

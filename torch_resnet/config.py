@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from common.errors import ConfigError
+
 
 @dataclass(frozen=True, kw_only=True)
 class ResNetConfig:
@@ -19,17 +21,17 @@ class ResNetConfig:
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "downsample_layers", tuple(int(s) for s in self.downsample_layers))
         if len(self.input_shape) != 3:
-            raise ValueError(f"input_shape {self.input_shape}: expected (D, H, W)")
+            raise ConfigError(f"input_shape {self.input_shape}: expected (D, H, W)")
         if self.num_classes < 2:
-            raise ValueError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
+            raise ConfigError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
         for name in ("in_channels", "filters", "hidden_units"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} {getattr(self, name)}: must be >= 1")
+                raise ConfigError(f"{name} {getattr(self, name)}: must be >= 1")
         if any(not 2 <= layer <= 11 for layer in self.downsample_layers):
-            raise ValueError(f"downsample_layers {self.downsample_layers}: seed layers are numbered 2..11")
+            raise ConfigError(f"downsample_layers {self.downsample_layers}: seed layers are numbered 2..11")
         pooled = self.pooled_shape
         if min(pooled) < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"input_shape {self.input_shape}: too small for {len(self.downsample_layers)} downsamplings "
                 f"and the final 2x average pool (feature grid would be {pooled})"
             )
@@ -67,5 +69,5 @@ PRESETS: dict[str, ResNetConfig] = {
 
 def preset(name: str, **overrides) -> ResNetConfig:
     if name not in PRESETS:
-        raise ValueError(f"preset '{name}' is not one of {sorted(PRESETS)}")
+        raise ConfigError(f"preset '{name}' is not one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)

@@ -43,12 +43,20 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def mean_across_ranks(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
+def sum_across_ranks(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
     if ctx.enabled:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= ctx.world_size
     return values
+
+
+def broadcast_object(ctx: DistContext, value):
+    """Rank 0's `value` on every rank."""
+    if not ctx.enabled:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def shutdown(ctx: DistContext) -> None:

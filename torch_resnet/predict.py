@@ -8,23 +8,40 @@ import numpy as np
 import torch
 
 from common.data.inference import load_inputs, write_probabilities
-from common.data.preprocess import PreprocessConfig
+from common.errors import ConfigError
+from common.runs.record import read_record
 from torch_resnet import checkpoints
 from torch_resnet.model import build_resnet
-from torch_resnet.train import predict_probabilities, resolve_precision
+from torch_resnet.train import MODEL, predict_probabilities
+
+
+def inference_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return torch.device("cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | None, out: Path, *,
-                  batch_size: int = 4, workers: int = 1) -> Path:
+                  batch_size: int = 4, workers: int = 1, device: str = "auto") -> Path:
+    """The run's preprocessing, weights and resolved precision (fp32 on a CPU if it trained in fp16)."""
+    record = read_record(run_dir)
+    if record.model != MODEL:
+        raise ConfigError(f"--run-dir {run_dir}: this run was trained by {record.model}; "
+                          f"use python -m {record.model} predict")
     payload = checkpoints.load(Path(run_dir) / "model.pt")
     config = checkpoints.model_config_of(payload)
-    preprocess = PreprocessConfig.from_dict(payload["preprocess"])
-    sample_ids, volumes = load_inputs(inputs, manifest, preprocess, workers=workers)
+    sample_ids, volumes = load_inputs(inputs, manifest, record.data.preprocess, workers=workers)
     net = build_resnet(config)
     net.load_state_dict(payload["state_dict"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net.to(device)
+    torch_device = inference_device(device)
+    net.to(torch_device)
+    channels_last = bool(record.options.get("channels_last", False))  # the layout it trained in
+    if channels_last:
+        net.to(memory_format=torch.channels_last_3d)
+    precision = record.precision.resolved
+    if precision == "fp16" and torch_device.type == "cpu":
+        precision = "fp32"  # fp16 autocast is a GPU mode
     probabilities = predict_probabilities(net, volumes.astype(np.float32), batch_size=batch_size,
-                                          precision=resolve_precision("auto", device), device=device,
-                                          channels_last=False)
-    return write_probabilities(out, sample_ids, payload["classes"], probabilities)
+                                          precision=precision, device=torch_device,
+                                          channels_last=channels_last)
+    return write_probabilities(out, sample_ids, list(record.data.classes), probabilities)

@@ -30,20 +30,16 @@ class AugmentConfig:
         return asdict(self)
 
 
-def augment_batch(x: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """x: (B, D, H, W) float32 -> augmented copy of the same shape."""
-    out = np.empty_like(x)
-    for b in range(len(x)):
-        volume = x[b]
-        for axis in config.flip_axes:
-            if rng.random() < 0.5:
-                volume = np.flip(volume, axis=axis)
-        if config.max_shift:
-            volume = _shift(volume, rng.integers(-config.max_shift, config.max_shift + 1, size=3))
-        scale = rng.uniform(1 - config.intensity_scale, 1 + config.intensity_scale)
-        offset = rng.uniform(-config.intensity_shift, config.intensity_shift)
-        out[b] = volume * scale + offset
-    return out
+def augment_volume(volume: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """volume: (D, H, W) float32 -> an augmented copy of the same shape."""
+    for axis in config.flip_axes:
+        if rng.random() < 0.5:
+            volume = np.flip(volume, axis=axis)
+    if config.max_shift:
+        volume = _shift(volume, rng.integers(-config.max_shift, config.max_shift + 1, size=3))
+    scale = rng.uniform(1 - config.intensity_scale, 1 + config.intensity_scale)
+    offset = rng.uniform(-config.intensity_shift, config.intensity_shift)
+    return (volume * scale + offset).astype(np.float32)
 
 
 def _shift(volume: np.ndarray, shifts) -> np.ndarray:

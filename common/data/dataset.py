@@ -47,6 +47,7 @@ class PreparedDataset:
     classes: list[str]
     preprocess: PreprocessConfig
     splits: dict  # the splits.json document
+    split_config: SplitConfig
 
     @property
     def splits_path(self) -> Path:
@@ -81,15 +82,6 @@ class PreparedDataset:
             y = self.split(name).y
             out[name] = {c: int((y == i).sum()) for i, c in enumerate(self.classes)}
         return out
-
-    def describe(self) -> dict:
-        """What run directories and reports record about the data."""
-        return {
-            "source": self.source_kind, "location": self.location, "label_column": self.label_column,
-            "classes": self.classes, "preprocess": self.preprocess.to_dict(), "data_hash": self.data_hash,
-            "split_hash": self.split_hash, "split_method": self.splits["method"],
-            "class_counts": self.class_counts(),
-        }
 
 
 def _read_index(folder: Path) -> dict[str, dict]:
@@ -142,9 +134,7 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
     cache_root = Path(cache_root or default_cache_root())
     split = split or SplitConfig()
     source = source or open_source(data, label_column=label_column, classes=classes, cache_root=cache_root)
-    if preprocess is None:
-        # Binary MedMNIST masks have no foreground variation: scale them to [0, 1] instead.
-        preprocess = PreprocessConfig(normalize="minmax" if source.kind == "medmnist" else "zscore")
+    preprocess = (preprocess or PreprocessConfig()).resolved_for(source.kind)
     folder = build_or_load_cache(source, preprocess, cache_root, workers=workers, progress=progress)
     split_folder = folder / _split_folder_name(split, source)
     splits_path = split_folder / "splits.json"
@@ -156,4 +146,4 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
         _write_split_arrays(split_folder, folder, splits)
         write_splits(splits_path, splits)  # last: its presence means the arrays are complete
     return PreparedDataset(folder, split_folder, source.kind, source.location, source.label_column,
-                           list(source.classes), preprocess, splits)
+                           list(source.classes), preprocess, splits, split)

@@ -7,7 +7,7 @@ finite, not constant) -> intensity normalisation -> conform to the target shape 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -17,19 +17,21 @@ from scipy import ndimage
 from common.errors import DataError
 
 NORMALIZATIONS = ("zscore", "percentile", "minmax", "none")
+DEFAULT_SHAPE = (32, 32, 32)  # the CPU presets' size; the seed trained at 192^3
 RESIZE_MODES = ("fit", "stretch")
 STORAGE_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    shape: tuple[int, int, int] = (64, 64, 64)  # (D, H, W) of every cached volume; non-cubic allowed
+    shape: tuple[int, int, int] = DEFAULT_SHAPE  # (D, H, W) of every cached volume; non-cubic allowed
     # "fit": keep physical proportions (isotropic output voxels), centre and pad/crop;
     # "stretch": scale each axis independently to the target size.
     resize: str = "fit"
     # "zscore": mean/std of the foreground (voxels above the volume mean, a crude head mask);
-    # "percentile": clip to the percentiles below, then scale to [0, 1]; "minmax": scale to [0, 1].
-    normalize: str = "zscore"
+    # "percentile": clip to the percentiles below, then scale to [0, 1]; "minmax": scale to [0, 1];
+    # "auto": decided by the source in `resolved_for` (the cache always stores a resolved config).
+    normalize: str = "auto"
     percentiles: tuple[float, float] = (0.5, 99.5)
     dtype: str = "float16"  # storage dtype of the cache; batches are cast to float32 when read
 
@@ -41,7 +43,7 @@ class PreprocessConfig:
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
         for name, value, allowed in (
             ("resize", self.resize, RESIZE_MODES),
-            ("normalize", self.normalize, NORMALIZATIONS),
+            ("normalize", self.normalize, ("auto", *NORMALIZATIONS)),
             ("dtype", self.dtype, STORAGE_DTYPES),
         ):
             if value not in allowed:
@@ -52,6 +54,13 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def resolved_for(self, source_kind: str) -> PreprocessConfig:
+        """"auto" normalisation made concrete: MedMNIST arrays (often binary masks, no foreground
+        variation) are min-max scaled to [0, 1]; NIfTI scans get the foreground z-score."""
+        if self.normalize != "auto":
+            return self
+        return replace(self, normalize="minmax" if source_kind == "medmnist" else "zscore")
 
     @classmethod
     def from_dict(cls, values: dict) -> PreprocessConfig:
@@ -108,6 +117,8 @@ def normalize_intensity(data: np.ndarray, config: PreprocessConfig, *, origin: s
         return (np.clip(data, low, high) - low) / (high - low)
     if config.normalize == "minmax":
         return (data - data.min()) / (data.max() - data.min())
+    if config.normalize == "auto":
+        raise ValueError("normalize 'auto' must be resolved (PreprocessConfig.resolved_for) before use")
     return data
 
 

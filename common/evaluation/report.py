@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from common.atomic import atomic_write_text
 from common.errors import DataError
 from common.evaluation.metrics import compute_metrics
 from common.evaluation.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
-from common.runs.rundir import Predictions, read_config, read_history, read_predictions
+from common.runs.record import RunRecord, is_run_dir, read_record
+from common.runs.rundir import Predictions, read_history, read_predictions
 
 MODEL_LABELS = {"tf_transformer": "Transformer", "torch_resnet": "ResNet"}
 SUMMARY_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
@@ -39,7 +39,7 @@ For reference only, the seed lab's own figures (DESIGN.md sections 1-2). They co
 class Run:
     path: Path
     label: str
-    config: dict
+    record: RunRecord
     predictions: Predictions
     history: list[dict]
 
@@ -48,18 +48,17 @@ class Run:
 
 
 def find_latest_runs(runs_root: Path) -> list[Path]:
-    """The newest transformer run and the newest ResNet run under runs_root (either may be missing)."""
+    """The newest finished transformer run and the newest finished ResNet run under runs_root."""
     latest: dict[str, tuple[str, Path]] = {}
-    for config_path in Path(runs_root).glob("*/config.json"):
-        if not (config_path.parent / "predictions.csv").is_file():
-            continue  # unfinished run
+    for run_dir in sorted(p for p in Path(runs_root).glob("*") if is_run_dir(p)):
         try:
-            config = json.loads(config_path.read_text())
-        except ValueError:
-            continue
-        model, written = config.get("model"), config.get("written", "")
-        if model in MODEL_LABELS and (model not in latest or written > latest[model][0]):
-            latest[model] = (written, config_path.parent)
+            record = read_record(run_dir)
+        except DataError:
+            continue  # another version's or a damaged record: name it explicitly to see why
+        if record.outcome is None or not (run_dir / "predictions.csv").is_file():
+            continue  # unfinished run
+        if record.model not in latest or record.created > latest[record.model][0]:
+            latest[record.model] = (record.created, run_dir)
     return [latest[m][1] for m in ("tf_transformer", "torch_resnet") if m in latest]
 
 
@@ -68,9 +67,8 @@ def load_runs(paths: list[Path]) -> list[Run]:
         raise DataError("no finished run directories to report on (train a model first, or name run directories)")
     runs = []
     for path in paths:
-        config = read_config(path)
-        label = MODEL_LABELS.get(config.get("model"), config.get("model", "model"))
-        runs.append(Run(Path(path), label, config, read_predictions(Path(path) / "predictions.csv"),
+        record = read_record(path)
+        runs.append(Run(Path(path), MODEL_LABELS[record.model], record, read_predictions(Path(path) / "predictions.csv"),
                         read_history(path) if (Path(path) / "history.csv").is_file() else []))
     labels = [r.label for r in runs]
     for run in runs:
@@ -117,30 +115,28 @@ def _with_ci(metrics: dict, key: str) -> str:
 
 
 def data_section(runs: list[Run]) -> str:
-    data = runs[0].config.get("data", {})
+    data = runs[0].record.data
+    pre = data.preprocess
     lines = ["## Data", ""]
-    lines.append(f"- source: {data.get('source', '?')} `{data.get('location', '?')}`; label column "
-                 f"`{data.get('label_column', '?')}`; classes {', '.join(runs[0].predictions.classes)}")
-    pre = data.get("preprocess", {})
-    lines.append(f"- target shape {tuple(pre.get('shape', ()))}, resize `{pre.get('resize')}`, normalisation "
-                 f"`{pre.get('normalize')}`; data hash `{data.get('data_hash')}`, split hash `{data.get('split_hash')}` "
-                 f"({data.get('split_method', '?')})")
-    hashes = {r.config.get("split_hash") for r in runs}
-    same = "all runs used the same split" if len(hashes) == 1 else f"split hashes differ: {sorted(map(str, hashes))}"
+    lines.append(f"- source: {data.source} `{data.location}`; label column `{data.label_column}`; classes "
+                 f"{', '.join(data.classes)}")
+    lines.append(f"- target shape {pre.shape}, resize `{pre.resize}`, normalisation `{pre.normalize}`; data hash "
+                 f"`{data.data_hash}`, split hash `{data.split_hash}` ({data.split_method})")
+    hashes = {r.record.data.split_hash for r in runs}
+    same = "all runs used the same split" if len(hashes) == 1 else f"split hashes differ: {sorted(hashes)}"
     lines.append(f"- test set check: every run predicted the same {len(runs[0].split('test'))} test samples; {same}")
-    counts = data.get("class_counts")
-    if counts:
-        classes = runs[0].predictions.classes
+    if data.class_counts:
+        classes = list(data.classes)
         lines += ["", "| split | " + " | ".join(classes) + " | total |", "|---" * (len(classes) + 2) + "|"]
-        for split, per_class in counts.items():
+        for split, per_class in data.class_counts.items():
             lines.append(f"| {split} | " + " | ".join(str(per_class.get(c, 0)) for c in classes)
                          + f" | {sum(per_class.values())} |")
-    location = str(data.get("location", "")).lower()
+    location = data.location.lower()
     if "ixi" in location:
         lines += ["", "Data: IXI dataset (brain-development.org), Imperial College London, CC BY-SA 3.0."]
     if "medmnist" in location:
         lines += ["", "Data: MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023), CC BY 4.0."]
-    if data.get("source") == "demo":
+    if data.source == "demo":
         lines += ["", "Data: the built-in **synthetic** demo volumes (not real scans)."]
     return "\n".join(lines)
 
@@ -196,23 +192,26 @@ def comparison_sentences(a: Run, b: Run, *, n_resamples: int = 1000) -> list[str
 
 
 def facts_section(runs: list[Run]) -> str:
-    rows = [("preset", lambda c: c.get("training", {}).get("preset")),
-            ("parameters", lambda c: f"{c.get('parameters', 0):,}"),
-            ("FLOPs / sample (forward)", lambda c: _si(c.get("facts", {}).get("flops_per_sample"))),
-            ("training time", lambda c: _duration(c.get("facts", {}).get("train_seconds"))),
-            ("samples / s (training)", lambda c: _fmt(c.get("facts", {}).get("samples_per_second"), 2)),
-            ("peak memory", lambda c: _bytes(c.get("facts", {}).get("peak_memory_bytes"))),
-            ("best epoch (on val)", lambda c: c.get("facts", {}).get("best_epoch")),
-            ("device", lambda c: c.get("facts", {}).get("device")),
-            ("precision", lambda c: c.get("options", {}).get("precision")),
-            ("libraries", lambda c: ", ".join(f"{k} {v}" for k, v in c.get("framework", {}).items())),
-            ("epochs / batch / lr", lambda c: "{epochs} / {batch_size} / {lr}".format(**c.get("training", {}))
-             if c.get("training") else None),
-            ("run directory", lambda c: f"`{c.get('run_dir', '')}`")]
+    def outcome(r: RunRecord, name: str):
+        return getattr(r.outcome, name) if r.outcome else None
+
+    rows = [("preset", lambda r: r.preset),
+            ("parameters", lambda r: f"{r.parameters:,}"),
+            ("FLOPs / sample (forward)", lambda r: _si(r.flops_per_sample)),
+            ("training time", lambda r: _duration(outcome(r, "train_seconds"))),
+            ("samples / s (training)", lambda r: _fmt(outcome(r, "samples_per_second"), 2)),
+            ("peak memory", lambda r: _bytes(outcome(r, "peak_memory_bytes"))),
+            ("best epoch (on val) / epochs run", lambda r: f"{outcome(r, 'best_epoch')} / {outcome(r, 'epochs_run')}"),
+            ("device", lambda r: r.device),
+            ("precision", lambda r: f"{r.precision.resolved} ({r.precision.reason})"),
+            ("libraries", lambda r: ", ".join(f"{k} {v}" for k, v in r.versions.items())),
+            ("epochs / batch / optimizer / lr", lambda r: f"{r.training.epochs} / {r.training.batch_size} / "
+                                                          f"{r.training.optimizer} / {r.training.lr}")]
     lines = ["## Model facts", "", "| | " + " | ".join(r.label for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
     for title, get in rows:
-        lines.append(f"| {title} | " + " | ".join(str(get(r.config) if get(r.config) is not None else "n/a")
+        lines.append(f"| {title} | " + " | ".join(str(get(r.record)) if get(r.record) is not None else "n/a"
                                                   for r in runs) + " |")
+    lines.append("| run directory | " + " | ".join(f"`{r.path}`" for r in runs) + " |")
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """The run-directory contract (DESIGN.md section 3): both trainers write these files through here.
 
-    config.json      resolved config, framework and library versions, parameter count, data/split hash
+    config.json      the run record (common.runs.record)
     history.csv      epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds
     predictions.csv  sample_id,subject_id,split,y_true,y_pred,prob_<class>...   (val and test)
     metrics.json     written by common.evaluation.metrics only
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,37 +28,14 @@ TENSORBOARD_TAGS = {  # same tags on both sides, so one TensorBoard overlays the
 }
 
 
-def new_run_dir(root: Path, model: str) -> Path:
+def new_run_dir(root: Path, prefix: str) -> Path:
+    """<root>/<prefix>-<UTC time>, with -2, -3... when that name is taken."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{model}-{stamp}"
-
-
-def write_config(run_dir: Path, config: dict) -> None:
-    config = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "python": platform.python_version(), "machine": platform_description(), **config}
-    atomic_write_text(Path(run_dir) / "config.json", json.dumps(config, indent=1, default=_json_default))
-
-
-def platform_description() -> str:
-    return f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip()
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, (Path, tuple)):
-        return str(value) if isinstance(value, Path) else list(value)
-    raise TypeError(f"not JSON serialisable: {value!r}")
-
-
-def read_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: not found (is {run_dir} a run directory?)") from exc
-    except ValueError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc})") from exc
+    path, n = Path(root) / f"{prefix}-{stamp}", 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{prefix}-{stamp}-{n}"
+    return path
 
 
 def write_history(run_dir: Path, rows: Sequence[dict]) -> None:
