@@ -1,0 +1,203 @@
+"""The shared driver's parts: batches, schedules, precision, typed configs, FLOP counts, and the same
+yardstick on both sides (identical batches, one end-to-end report)."""
+
+import hashlib
+import math
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from conftest import fake_record
+
+from common.data.augment import AugmentConfig
+from common.data.batches import EpochBatches, balanced_class_weights
+from common.data.dataset import SplitData
+from common.errors import ConfigError
+from common.runs.config import DataConfig, RuntimeConfig, TrainConfig
+from common.runs.driver import is_better, validation_scores
+from common.runs.options import Parser, add_data_arguments, add_training_arguments, configs_from_args
+from common.runs.precision import CPU_BF16_MIN_SPEEDUP, Hardware, decide_precision
+from common.runs.record import RunRecord, identity_differences, read_record, write_record
+from common.runs.schedules import learning_rate
+from common.runs.typed import from_jsonable, to_jsonable
+
+
+def toy_split(n=10, shape=(6, 6, 6), seed=0):
+    rng = np.random.default_rng(seed)
+    return SplitData("train", rng.normal(size=(n, *shape)).astype(np.float16), np.arange(n) % 2,
+                     [f"s{i}" for i in range(n)], [f"s{i}" for i in range(n)])
+
+
+# ---- batches -----------------------------------------------------------------------------------
+def test_an_epoch_is_a_pure_function_of_seed_epoch_and_step():
+    split = toy_split()
+    make = lambda seed, epoch: EpochBatches(split, batch_size=4, seed=seed, epoch=epoch,  # noqa: E731
+                                            augment=AugmentConfig())
+    a, b = make(0, 1), make(0, 1)
+    assert [len(a[i].y) for i in range(len(a))] == [4, 4, 2]
+    for i in range(len(a)):
+        assert np.array_equal(a[i].x, b[i].x) and np.array_equal(a[i].indices, b[i].indices)
+    assert np.array_equal(np.concatenate([a[i].indices for i in range(3)]), a.order)
+    assert sorted(a.order) == list(range(10))  # a permutation: every sample once
+    assert not np.array_equal(make(0, 2).order, a.order) and not np.array_equal(make(1, 1).order, a.order)
+    assert not np.array_equal(a[1].x, split.x[a[1].indices].astype(np.float32))  # augmented
+
+
+def test_ddp_ranks_split_each_global_batch():
+    split = toy_split(n=10)
+    single = EpochBatches(split, batch_size=4, seed=3, epoch=0, augment=AugmentConfig())
+    ranks = [EpochBatches(split, batch_size=4, seed=3, epoch=0, augment=AugmentConfig(), rank=r, world_size=2)
+             for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 3
+    for step in range(2):  # full global batches: the ranks' rows are exactly the single process's batch
+        rows = np.concatenate([ranks[r][step].indices for r in range(2)])
+        assert sorted(rows) == sorted(single[step].indices)
+        x = {int(i): v for r in range(2) for i, v in zip(ranks[r][step].indices, ranks[r][step].x)}
+        for i, v in zip(single[step].indices, single[step].x):
+            assert np.array_equal(x[int(i)], v)  # the same augmentation of the same sample
+    with pytest.raises(ConfigError, match="multiple of the 3 processes"):
+        EpochBatches(split, batch_size=4, seed=0, epoch=0, world_size=3)
+
+
+def test_class_weights_are_one_formula_with_mean_one():
+    y = np.array([0, 0, 0, 1])
+    w = balanced_class_weights(y, 2)
+    assert w.tolist() == pytest.approx([4 / 6, 2.0])
+    assert w[y].mean() == pytest.approx(1.0)
+    batches = EpochBatches(SplitData("t", np.zeros((4, 2, 2, 2)), y, list("abcd"), list("abcd")), batch_size=4,
+                           seed=0, epoch=0, class_weights=w)
+    assert np.allclose(batches[0].weight, w[batches[0].y])
+
+
+def test_both_adapters_receive_the_same_batches(make_manifest, cache_root, tmp_path, monkeypatch):
+    """Train each model for two epochs and record every batch its adapter took from common."""
+    from common.data import batches as batches_module
+    from tf_transformer.cli import main as vit_main
+    from torch_resnet.cli import main as resnet_main
+
+    seen: list = []
+    original = batches_module.EpochBatches.__getitem__
+
+    def spy(self, step):
+        batch = original(self, step)
+        digest = hashlib.sha256(batch.x.tobytes() + batch.y.tobytes() + batch.weight.tobytes()).hexdigest()
+        seen.append((self.epoch, step, digest))
+        return batch
+
+    monkeypatch.setattr(batches_module.EpochBatches, "__getitem__", spy)
+    manifest = make_manifest(n_subjects=14)
+    args = ["train", "--data", str(manifest), "--label-column", "label", "--shape", "16", "16", "16", "--preset",
+            "tiny", "--batch-size", "4", "--epochs", "2", "--cache-dir", str(cache_root), "--workers", "1",
+            "--quiet", "--precision", "fp32", "--class-weights", "--seed", "5"]
+    assert resnet_main([*args, "--run-dir", str(tmp_path / "resnet")]) == 0
+    resnet = set(seen)
+    seen.clear()
+    assert vit_main([*args, "--run-dir", str(tmp_path / "vit")]) == 0
+    assert set(seen) == resnet
+    assert {(e, s) for e, s, _ in resnet} == {(e, s) for e in (0, 1) for s in range(3)}  # 10 train samples / 4
+
+
+# ---- selection, validation, schedules -------------------------------------------------------------
+def test_selection_and_validation_arithmetic():
+    assert is_better("val_loss", 0.4, 0.5) and not is_better("val_loss", 0.5, 0.5)
+    assert is_better("val_accuracy", 0.8, 0.7) and not is_better("val_accuracy", 0.7, 0.7)
+    assert is_better("val_loss", 3.0, None) and not is_better("val_loss", math.nan, None)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    loss, accuracy = validation_scores(np.array([0, 1, 1]), probs)
+    assert loss == pytest.approx(-(np.log(0.9) + np.log(0.8) + np.log(0.4)) / 3)
+    assert accuracy == pytest.approx(2 / 3)
+
+
+def test_learning_rate_schedules():
+    lr = lambda e, s, w=0: learning_rate(e, base_lr=1.0, epochs=10, schedule=s, warmup_epochs=w)  # noqa: E731
+    assert [lr(e, "cosine", 2) for e in (0, 1)] == pytest.approx([1 / 3, 2 / 3])  # linear warm-up
+    assert lr(2, "cosine", 2) == pytest.approx(1.0) and lr(6, "cosine", 2) == pytest.approx(0.5)
+    assert lr(9, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    assert [lr(e, "step") for e in (4, 5, 7, 8)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    assert lr(7, "constant") == 1.0
+    assert TrainConfig(lr=2.0, epochs=10, warmup_epochs=0).learning_rate(0) == 2.0
+
+
+# ---- precision --------------------------------------------------------------------------------------
+def test_one_precision_policy():
+    cpu, a100, t4 = Hardware("cpu", "CPU"), Hardware("cuda", "A100", gpu_bf16=True), Hardware("cuda", "T4")
+    assert decide_precision("bf16", cpu).resolved == "bf16"
+    assert decide_precision("auto", a100).resolved == "bf16"
+    assert decide_precision("auto", t4).resolved == "fp16" and "scaler" in decide_precision("auto", t4).reason
+    assert decide_precision("auto", cpu).resolved == "fp32"
+    fast = decide_precision("auto", cpu, probe=lambda: {"fp32": 10.0, "bf16": 10.0 * CPU_BF16_MIN_SPEEDUP})
+    slow = decide_precision("auto", cpu, probe=lambda: {"fp32": 10.0, "bf16": 11.0})
+    assert (fast.resolved, slow.resolved) == ("bf16", "fp32")
+    assert slow.measurements == {"fp32_samples_per_second": 10.0, "bf16_samples_per_second": 11.0}
+    assert "1.10x" in slow.reason
+
+
+# ---- typed configs, CLI and record ---------------------------------------------------------------------
+def test_cli_defaults_and_choices_come_from_the_dataclasses():
+    parser = Parser(prog="x")
+    add_data_arguments(parser)
+    add_training_arguments(parser, presets={"tiny": None}, default_preset="tiny", defaults=TrainConfig(epochs=40))
+    data, training, runtime = configs_from_args(parser.parse_args([]))
+    assert data == DataConfig() and runtime == RuntimeConfig() and training == TrainConfig(epochs=40)
+    actions = {a.dest: a for a in parser._actions}
+    for f in fields(TrainConfig) + fields(DataConfig):
+        if f.metadata.get("choices"):
+            assert tuple(actions[f.name].choices) == f.metadata["choices"], f.name
+    parsed = configs_from_args(parser.parse_args(["--shape", "8", "9", "10", "--flip-axes", "0", "2", "--no-augment"]))
+    assert parsed[0].shape == (8, 9, 10) and parsed[1].flip_axes == (0, 2) and parsed[1].augment is False
+
+
+def test_run_record_round_trips_typed(tmp_path):
+    record = fake_record(lr=0.01, flip_axes=(1, 2))
+    write_record(tmp_path, record)
+    assert read_record(tmp_path) == record
+    assert isinstance(read_record(tmp_path).training, TrainConfig)
+    broken = to_jsonable(record)
+    broken["training"]["momentum"] = 0.9
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['momentum'\] for TrainConfig"):
+        from_jsonable(RunRecord, broken, origin="config.json")
+    (tmp_path / "config.json").write_text('{"model": "torch_resnet"}')
+    with pytest.raises(ConfigError, match="run record format None"):
+        read_record(tmp_path)
+
+
+def test_identity_lists_every_difference():
+    stored = fake_record(lr=0.001, epochs=5)
+    assert identity_differences(stored, fake_record(lr=0.001, epochs=9)) == []  # more epochs: allowed
+    diffs = identity_differences(stored, fake_record(lr=0.1, epochs=5, split_hash="zzz", classes=("pos", "neg")))
+    assert diffs == ["split_hash: abc -> zzz", "classes: ['neg', 'pos'] -> ['pos', 'neg']", "training.lr: 0.001 -> 0.1"]
+
+
+# ---- FLOP counts ---------------------------------------------------------------------------------------
+def test_transformer_flops_of_the_tiny_preset_by_hand():
+    from tf_transformer.config import preset
+    from tf_transformer.flops import flops_per_sample
+
+    # 16^3 input, 4^3 patches -> 64 tokens; stem 1->32 (k4) then 32->16 (k1); 3 blocks of width 16, 2 heads x 8.
+    stem = 2 * 4**3 * 1 * 32 * 64 + 2 * 1 * 32 * 16 * 64
+    block = 2 * 64 * 16 * 16 * 3 + 2 * 64 * 64 * 16 * 2 + 2 * 64 * 16 * 16 + 2 * 64 * 16 * 32 + 2 * 64 * 32 * 16
+    head = 2 * (16 * 3) * 16 + 2 * 16 * 2
+    assert flops_per_sample(preset("tiny")) == stem + 3 * block + head == 1_902_144
+
+
+def test_resnet_flops_equal_a_count_over_the_modules():
+    import torch
+    from torch import nn
+
+    from torch_resnet.config import preset
+    from torch_resnet.model import build_resnet, flops_per_sample
+
+    config = preset("tiny")
+    model, total = build_resnet(config).eval(), [0]
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv3d):
+            total[0] += 2 * math.prod(module.kernel_size) * module.in_channels * module.out_channels * output[0, 0].numel()
+        elif isinstance(module, nn.Linear):
+            total[0] += 2 * module.in_features * module.out_features
+
+    for m in model.modules():
+        m.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros(1, 1, *config.input_shape))
+    assert flops_per_sample(config) == total[0] > 0
