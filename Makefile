@@ -41,11 +41,21 @@ train-vit: setup
 report: setup
 	$(PY) -m common report $(ARGS)
 
+# Benchmarks: each package measures itself into one JSON folder; common renders the folder.
+BENCH_DIR ?= .cache/bench
+define run_benchmarks
+	rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR)
+	$(PY) -m common.benchmarks data $(1) --json-dir $(BENCH_DIR)
+	$(PY) -m torch_resnet.bench suite $(1) --json-dir $(BENCH_DIR)
+	$(PY) -m tf_transformer.bench --suite $(1) --json-dir $(BENCH_DIR)
+	$(PY) -m common.benchmarks render $(BENCH_DIR) --out $(2) --command "$(3)"
+endef
+
 bench: setup
-	$(PY) -m common.benchmarks --out BENCHMARKS.md $(ARGS)
+	$(call run_benchmarks,,BENCHMARKS.md,make bench)
 
 bench-quick: setup
-	$(PY) -m common.benchmarks --quick --out .cache/BENCHMARKS.quick.md $(ARGS)
+	$(call run_benchmarks,--quick,.cache/BENCHMARKS.quick.md,make bench-quick)
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache

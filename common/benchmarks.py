@@ -1,9 +1,12 @@
-"""`make bench`: run the project's benchmarks and write BENCHMARKS.md.
+"""Benchmarks: the data pipeline (framework-free) and the renderer of BENCHMARKS.md.
 
-Data pipeline (in this process), then each framework benchmark in its own process (the Keras
-backend is fixed per process): ResNet fast vs plain path, ResNet memory with/without activation
-checkpointing, and the transformer under each backend/precision/XLA setting. Every ratio compares
+Each package owns its benchmark (`python -m torch_resnet.bench suite`, `python -m tf_transformer.bench
+suite`); the Makefile's `bench` target orchestrates: every part writes JSON into one folder, then
+`python -m common.benchmarks render` turns that folder into BENCHMARKS.md. Every ratio compares
 numbers measured in the same run. `--quick` shrinks every size so CI can afford it.
+
+    python -m common.benchmarks data [--quick] --json-dir DIR
+    python -m common.benchmarks render DIR --out BENCHMARKS.md --command "make bench"
 """
 
 from __future__ import annotations
@@ -26,19 +29,7 @@ from common.runs.hardware import cpu_description
 
 IXI_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
 
-FULL = {"data_shape": 64, "resnet_shape": 64, "resnet_batch": 4, "resnet_steps": 3, "resnet_compile": True,
-        "memory_shape": 96, "memory_batch": 2, "vit_shape": 64, "vit_batch": 4, "vit_steps": 4, "vit_preset": "seed",
-        "matmul_n": 4096}
-QUICK = {"data_shape": 32, "resnet_shape": 24, "resnet_batch": 2, "resnet_steps": 2, "resnet_compile": False,
-         "memory_shape": 32, "memory_batch": 2, "vit_shape": 24, "vit_batch": 2, "vit_steps": 2, "vit_preset": "small",
-         "matmul_n": 1024}
-VIT_CONFIGS = [  # (label, backend, precision, jit_compile)
-    ("TensorFlow fp32 (tf.function, no XLA)", "tensorflow", "fp32", "false"),
-    ("TensorFlow fp32 + XLA", "tensorflow", "fp32", "true"),
-    ("TensorFlow mixed_bfloat16", "tensorflow", "bf16", "false"),
-    ("torch backend fp32", "torch", "fp32", "false"),
-    ("torch backend bf16", "torch", "bf16", "false"),
-]
+DATA_SIZES = {"full": {"data_shape": 64, "matmul_n": 4096}, "quick": {"data_shape": 32, "matmul_n": 1024}}
 
 
 def numpy_matmul_peak(n: int, repeats: int = 5) -> float:
@@ -55,11 +46,11 @@ def _timed(fn) -> float:
 
 
 def data_pipeline(sizes: dict, quick: bool) -> dict:
-    from common.data.batches import batch_slices, epoch_order, load_batch
+    from common.data.augment import AugmentConfig
+    from common.data.batches import EpochBatches
     from common.data.dataset import open_source, prepare_dataset
     from common.data.preprocess import PreprocessConfig
     from common.data.sources import read_manifest
-    from common.runs.options import augment_config
 
     if IXI_MANIFEST.is_file():
         source = read_manifest(IXI_MANIFEST, label_column="age_group")
@@ -77,58 +68,61 @@ def data_pipeline(sizes: dict, quick: bool) -> dict:
             dataset = prepare_dataset(source=source, preprocess=PreprocessConfig(shape=shape), cache_root=Path(tmp) / str(workers),
                                       workers=workers, progress=False)
             seconds = time.perf_counter() - start
-            result["preprocess"][workers] = {"seconds": seconds, "volumes_per_second": len(source.samples) / seconds}
+            result["preprocess"][str(workers)] = {"seconds": seconds, "volumes_per_second": len(source.samples) / seconds}
         train = dataset.split("train")
-        aug = augment_config(argparse.Namespace(augment=True, flip_axes=[0]))
-        for label, augment in (("read", None), ("read + augment", aug)):
-            order = epoch_order(train.y, seed=0, epoch=0)
-            rng = np.random.default_rng(0)
+        for label, augment in (("read", None), ("read + augment", AugmentConfig())):
+            batches = EpochBatches(train, batch_size=4, seed=0, epoch=0, augment=augment)
             start = time.perf_counter()
-            for sl in batch_slices(len(order), 4):
-                load_batch(train.x, order[sl], augment=augment, rng=rng)
+            for _batch in batches:  # what either trainer's loader does for one epoch
+                pass
             seconds = time.perf_counter() - start
             result[f"epoch_{label}"] = {"seconds": seconds, "samples": len(train), "samples_per_second": len(train) / seconds}
     return result
 
 
-def _run_json(module: str, args: list[str], env_extra: dict | None = None) -> dict:
+def run_json(module: str, args: list[str], env_extra: dict | None = None) -> dict:
+    """Run `python -m module args` (one benchmark configuration per process); its last stdout line is JSON."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     command = [sys.executable, "-m", module, *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
+    shown = " ".join(["python", "-m", module, *args])
+    if env_extra:
+        shown = " ".join(f"{k}={v}" for k, v in env_extra.items()) + " " + shown
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
-                "command": " ".join(command)}
+                "command": shown}
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["command"] = " ".join(["python", "-m", module, *args])
+    result["command"] = shown
     return result
 
 
-def run_all(quick: bool, skip: set[str]) -> dict:
-    sizes = QUICK if quick else FULL
-    out = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick, "sizes": sizes,
-           "machine": f"{cpu_description()}; {platform.system()} {platform.release()}; Python {platform.python_version()}",
-           "numpy_matmul_peak_fp32": numpy_matmul_peak(sizes["matmul_n"])}
-    if "data" not in skip:
-        print("benchmark: data pipeline", flush=True)
-        out["data"] = data_pipeline(sizes, quick)
-    if "resnet" not in skip:
-        print("benchmark: ResNet throughput", flush=True)
-        args = ["throughput", "--shape", str(sizes["resnet_shape"]), "--batch", str(sizes["resnet_batch"]),
-                "--steps", str(sizes["resnet_steps"])] + (["--compile"] if sizes["resnet_compile"] else [])
-        out["resnet"] = _run_json("torch_resnet.bench", args)
-        print("benchmark: ResNet memory", flush=True)
-        memory_args = ["memory", "--shape", str(sizes["memory_shape"]), "--batch", str(sizes["memory_batch"])]
-        out["resnet_memory"] = {"plain": _run_json("torch_resnet.bench", memory_args),
-                                "checkpointing": _run_json("torch_resnet.bench", memory_args + ["--checkpointing"])}
-    if "vit" not in skip:
-        out["vit"] = {}
-        for label, backend, precision, jit in VIT_CONFIGS:
-            print(f"benchmark: transformer, {label}", flush=True)
-            out["vit"][label] = _run_json("tf_transformer.bench", [
-                "--preset", sizes["vit_preset"], "--shape", str(sizes["vit_shape"]), "--batch", str(sizes["vit_batch"]),
-                "--steps", str(sizes["vit_steps"]), "--precision", precision, "--jit-compile", jit],
-                {"KERAS_BACKEND": backend})
-    return out
+def save_json(path: Path, result: dict) -> None:
+    atomic_write_text(Path(path), json.dumps(result, indent=1, default=str))
+
+
+def data_benchmark(quick: bool) -> dict:
+    sizes = DATA_SIZES["quick" if quick else "full"]
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick,
+            "machine": f"{cpu_description()}; {platform.system()} {platform.release()}; Python {platform.python_version()}",
+            "matmul_n": sizes["matmul_n"], "numpy_matmul_peak_fp32": numpy_matmul_peak(sizes["matmul_n"]),
+            "data": data_pipeline(sizes, quick)}
+
+
+def load_results(folder: Path) -> dict:
+    """The JSON parts of one benchmark run, as `render` reads them."""
+    folder = Path(folder)
+    result = json.loads((folder / "data.json").read_text())
+    for name, key in (("resnet.json", "resnet"),):
+        if (folder / name).is_file():
+            result[key] = json.loads((folder / name).read_text())
+    memory = {kind: json.loads((folder / f"resnet-memory-{kind}.json").read_text())
+              for kind in ("plain", "checkpointing") if (folder / f"resnet-memory-{kind}.json").is_file()}
+    if memory:
+        result["resnet_memory"] = memory
+    vit = [json.loads(p.read_text()) for p in sorted(folder.glob("vit-*.json"))]
+    if vit:
+        result["vit"] = {r["label"]: r for r in vit}
+    return result
 
 
 def _g(value: float, unit: str = "") -> str:
@@ -143,11 +137,11 @@ def render(result: dict, command: str) -> str:
              f"Written by `{command}` on {result['date']}{' (quick mode: reduced sizes)' if result['quick'] else ''}.",
              "Do not edit by hand: rerun the command. Ratios compare numbers measured in this same run.", "",
              f"Machine: {result['machine']}.", "",
-             f"Matrix-multiply peak (numpy/OpenBLAS fp32, {result['sizes']['matmul_n']}^2): "
+             f"Matrix-multiply peak (numpy/OpenBLAS fp32, {result['matmul_n']}^2): "
              f"{_g(result['numpy_matmul_peak_fp32'], 'FLOP/s')}.", ""]
     data = result.get("data")
     if data:
-        p1, p2 = data["preprocess"][1], data["preprocess"][2]
+        p1, p2 = data["preprocess"]["1"], data["preprocess"]["2"]
         lines += ["## Data pipeline", "", f"{data['dataset']}, conformed to {tuple(data['shape'])}, z-score, float16 cache.", "",
                   "| step | seconds | volumes/s |", "|---|---|---|",
                   f"| preprocess + cache, 1 process | {p1['seconds']:.2f} | {p1['volumes_per_second']:.1f} |",
@@ -215,17 +209,22 @@ def render(result: dict, command: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
-    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("data", "resnet", "vit"))
+    parser = argparse.ArgumentParser(prog="python -m common.benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="the data-pipeline benchmark -> DIR/data.json")
+    data.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
+    data.add_argument("--json-dir", type=Path, required=True)
+    render_parser = sub.add_parser("render", help="a folder of benchmark JSON files -> BENCHMARKS.md")
+    render_parser.add_argument("json_dir", type=Path)
+    render_parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    render_parser.add_argument("--command", default="make bench", help="the command named in the file")
     args = parser.parse_args(argv)
-    result = run_all(args.quick, set(args.skip))
-    command = "make bench-quick" if args.quick else "make bench"
-    atomic_write_text(args.out, render(result, command))
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=1, default=str))
+    if args.command == "data":
+        print("benchmark: data pipeline", flush=True)
+        save_json(args.json_dir / "data.json", data_benchmark(args.quick))
+        return 0
+    atomic_write_text(args.out, render(load_results(args.json_dir), args.command))
     print(f"wrote {args.out}")
     return 0
 

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -7,12 +8,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _makefile_bench_steps() -> list[list[str]]:
+    """The commands of the Makefile's run_benchmarks recipe, as `make bench-quick` runs them."""
+    recipe = re.search(r"define run_benchmarks\n(.*?)endef", (ROOT / "Makefile").read_text(), re.S).group(1)
+    return [line.strip().split()[1:] for line in recipe.splitlines() if line.strip().startswith("$(PY)")]
+
+
 @pytest.mark.slow
 def test_quick_benchmark_writes_every_section(tmp_path):
-    out = tmp_path / "BENCH.md"
-    done = subprocess.run([sys.executable, "-m", "common.benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
+    out, folder = tmp_path / "BENCH.md", tmp_path / "json"
+    steps = _makefile_bench_steps()
+    assert [s[1] for s in steps] == ["common.benchmarks", "torch_resnet.bench", "tf_transformer.bench",
+                                     "common.benchmarks"]
+    for step in steps:
+        args = [a.replace("$(BENCH_DIR)", str(folder)).replace("$(1)", "--quick").replace("$(2)", str(out))
+                .replace('"$(3)"', "make bench-quick") for a in step]
+        done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, (args, done.stderr[-3000:])
     text = out.read_text()
     for heading in ("## Data pipeline", "## ResNet (seed architecture) training throughput",
                     "## ResNet memory of one training step", "## Transformer training throughput by backend"):

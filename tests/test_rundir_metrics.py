@@ -87,3 +87,19 @@ def test_history_round_trip(tmp_path):
     assert read_history(tmp_path) == rows
     assert (tmp_path / "history.csv").read_text().splitlines()[0] == \
         "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds"
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    import os
+
+    from common.atomic import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    atomic_write_text(tmp_path / "b.txt", "y")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o666 & ~old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temporary left

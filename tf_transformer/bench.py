@@ -4,6 +4,7 @@ Run once per configuration (the Keras backend is fixed per process); `make bench
 
     KERAS_BACKEND=tensorflow python -m tf_transformer.bench --precision fp32 --jit-compile false
     KERAS_BACKEND=torch      python -m tf_transformer.bench --precision bf16
+    python -m tf_transformer.bench --suite [--quick] --json-dir DIR   # every configuration, as `make bench`
 """
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
+
+SUITE_SIZES = {"full": {"preset": "seed", "shape": 64, "batch": 4, "steps": 4},
+               "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2}}
+SUITE_CONFIGS = [  # (label, backend, precision, jit_compile)
+    ("TensorFlow fp32 (tf.function, no XLA)", "tensorflow", "fp32", "false"),
+    ("TensorFlow fp32 + XLA", "tensorflow", "fp32", "true"),
+    ("TensorFlow mixed_bfloat16", "tensorflow", "bf16", "false"),
+    ("torch backend fp32", "torch", "fp32", "false"),
+    ("torch backend bf16", "torch", "bf16", "false"),
+]
 
 
 def matmul_peak(dtype: str, n: int = 4096, repeats: int = 5) -> float:
@@ -37,9 +49,9 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
     from tf_transformer.config import preset
     from tf_transformer.flops import flops_per_sample
     from tf_transformer.model import build_transformer
-    from tf_transformer.train import set_precision
+    from tf_transformer.train import POLICIES
 
-    set_precision(precision)
+    keras.mixed_precision.set_global_policy(POLICIES[precision])
     keras.utils.set_random_seed(0)
     config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=3)
     model = build_transformer(config)
@@ -70,6 +82,19 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
     }
 
 
+def suite(quick: bool, json_dir: Path) -> None:
+    """Every backend/precision/XLA configuration, each in its own process (the backend is per process)."""
+    from common.benchmarks import run_json, save_json
+
+    sizes = SUITE_SIZES["quick" if quick else "full"]
+    for i, (label, backend, precision, jit) in enumerate(SUITE_CONFIGS):
+        print(f"benchmark: transformer, {label}", flush=True)
+        result = run_json("tf_transformer.bench", [
+            "--preset", sizes["preset"], "--shape", str(sizes["shape"]), "--batch", str(sizes["batch"]),
+            "--steps", str(sizes["steps"]), "--precision", precision, "--jit-compile", jit], {"KERAS_BACKEND": backend})
+        save_json(json_dir / f"vit-{i}.json", {**result, "label": label})
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tf_transformer.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +104,15 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--jit-compile", choices=("true", "false"), default="false")
+    parser.add_argument("--suite", action="store_true", help="run every configuration (one process each)")
+    parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
+    parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     args = parser.parse_args(argv)
+    if args.suite:
+        if args.json_dir is None:
+            parser.error("--suite needs --json-dir")
+        suite(args.quick, args.json_dir)
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     result = throughput(shape=args.shape, batch=args.batch, steps=args.steps, precision=args.precision,
                         jit_compile=args.jit_compile == "true", preset_name=args.preset)

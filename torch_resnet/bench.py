@@ -3,6 +3,7 @@ machine's matmul peak, and peak memory of a step with and without activation che
 
     python -m torch_resnet.bench throughput --shape 64 --batch 4 --steps 4      # prints one JSON line
     python -m torch_resnet.bench memory --shape 96 --batch 2 [--checkpointing]  # one config per process
+    python -m torch_resnet.bench suite [--quick] --json-dir DIR   # all of them, as `make bench` runs them
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from torch_resnet.config import preset
 from torch_resnet.model import build_resnet, flops_per_sample
 from torch_resnet.train import autocast
 
+SUITE_SIZES = {
+    "full": {"shape": 64, "batch": 4, "steps": 3, "compile": True, "memory_shape": 96, "memory_batch": 2},
+    "quick": {"shape": 24, "batch": 2, "steps": 2, "compile": False, "memory_shape": 32, "memory_batch": 2},
+}
 PATHS = {  # name -> (precision, channels_last, compile)
     "plain (fp32, NCDHW, eager)": ("fp32", False, False),
     "fast (bf16 autocast, channels_last_3d, eager)": ("bf16", True, False),
@@ -106,16 +111,39 @@ def memory(shape: int, batch: int, checkpointing: bool) -> dict:
     return {"shape": shape, "batch": batch, "checkpointing": checkpointing, "step_peak_bytes": peak - before}
 
 
+def suite(quick: bool, json_dir: Path) -> None:
+    """Throughput, then memory with and without checkpointing, each in a fresh process."""
+    from common.benchmarks import run_json, save_json
+
+    sizes = SUITE_SIZES["quick" if quick else "full"]
+    print("benchmark: ResNet throughput", flush=True)
+    args = ["throughput", "--shape", str(sizes["shape"]), "--batch", str(sizes["batch"]), "--steps",
+            str(sizes["steps"])] + (["--compile"] if sizes["compile"] else [])
+    save_json(json_dir / "resnet.json", run_json("torch_resnet.bench", args))
+    print("benchmark: ResNet memory", flush=True)
+    memory_args = ["memory", "--shape", str(sizes["memory_shape"]), "--batch", str(sizes["memory_batch"])]
+    save_json(json_dir / "resnet-memory-plain.json", run_json("torch_resnet.bench", memory_args))
+    save_json(json_dir / "resnet-memory-checkpointing.json",
+              run_json("torch_resnet.bench", memory_args + ["--checkpointing"]))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m torch_resnet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("throughput", "memory"))
+    parser.add_argument("what", choices=("throughput", "memory", "suite"))
+    parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
+    parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     parser.add_argument("--shape", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--checkpointing", action="store_true")
     args = parser.parse_args(argv)
+    if args.what == "suite":
+        if args.json_dir is None:
+            parser.error("suite needs --json-dir")
+        suite(args.quick, args.json_dir)
+        return
     if args.what == "throughput":
         result = throughput(args.shape, args.batch, args.steps, args.compile)
     else:

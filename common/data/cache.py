@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from common.atomic import current_umask
 from common.data.preprocess import PreprocessConfig, preprocess_array, preprocess_file
 from common.data.sources import Source
 from common.errors import DataError
@@ -98,6 +99,7 @@ def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Pa
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: others sharing the cache could not read it
     try:
         _write_cache(tmp, source, config, workers, progress)
         try:

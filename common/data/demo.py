@@ -10,6 +10,7 @@ learns the task in a few minutes on a CPU. It exists so every make target works 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from common.atomic import current_umask
 from common.data.cache import default_cache_root
 from common.data.sources import read_manifest
 
@@ -79,6 +81,7 @@ def ensure_demo(cache_root: Path | None = None) -> Path:
         return manifest
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=folder.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: others sharing the cache could not read it
     try:
         write_demo(tmp)
         try:
