@@ -62,10 +62,6 @@ class PreprocessConfig:
             return self
         return replace(self, normalize="minmax" if source_kind == "medmnist" else "zscore")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> PreprocessConfig:
-        return cls(**{**values, "shape": tuple(values["shape"]), "percentiles": tuple(values["percentiles"])})
-
 
 def load_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """(volume float32 in RAS+ voxel order, voxel sizes in mm). Raises DataError naming the file."""

@@ -1,0 +1,138 @@
+"""The typed configuration of a training run, shared by both trainers.
+
+`DataConfig` (data, preprocessing, split), `TrainConfig` (what the model is trained with: it defines
+the run with the data and the model config) and `RuntimeConfig` (where and how this process runs:
+it never changes the result). The CLI options are generated from these fields (common.runs.typed).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.data.augment import AugmentConfig
+from common.data.preprocess import (
+    DEFAULT_SHAPE,
+    NORMALIZATIONS,
+    RESIZE_MODES,
+    STORAGE_DTYPES,
+    PreprocessConfig,
+)
+from common.data.splits import SplitConfig
+from common.errors import ConfigError
+from common.runs.schedules import SCHEDULES
+from common.runs.typed import option, validate_choices
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SELECT_METRICS = ("val_loss", "val_accuracy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    data: str = field(default="demo", metadata=option(
+        "manifest .csv, class-per-folder directory, MedMNIST .npz, or 'demo' (synthetic)"))
+    label_column: str | None = field(default=None, metadata=option("label column of a manifest CSV (e.g. sex)"))
+    classes: tuple[str, ...] | None = field(default=None, metadata=option(
+        "class names in order (default: sorted labels)"))
+    shape: tuple[int, int, int] = field(default=DEFAULT_SHAPE, metadata=option(
+        "target volume shape", metavar=("D", "H", "W")))
+    resize: str = field(default="fit", metadata=option(
+        "fit: keep proportions and pad; stretch: per-axis scaling", choices=RESIZE_MODES))
+    normalize: str = field(default="auto", metadata=option(
+        "intensity normalisation; auto: minmax for MedMNIST .npz, zscore for NIfTI", choices=("auto", *NORMALIZATIONS)))
+    percentiles: tuple[float, float] = field(default=(0.5, 99.5), metadata=option(
+        "clipping percentiles of --normalize percentile", metavar=("LOW", "HIGH")))
+    storage_dtype: str = field(default="float16", metadata=option("cache dtype", choices=STORAGE_DTYPES))
+    split_ratios: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2), metadata=option(
+        "train/val/test fractions, by subject", metavar=("TRAIN", "VAL", "TEST")))
+    split_seed: int = field(default=42, metadata=option("seed of the train/val/test split"))
+    folds: int = field(default=0, metadata=option("k-fold cross-validation (0: ratio split)"))
+    fold: int = field(default=0, metadata=option("which fold is the test fold, with --folds"))
+    cache_dir: Path | None = field(default=None, metadata=option("cache root (default: $VOLCLS_CACHE or ./.cache)"))
+    workers: int = field(default=min(4, os.cpu_count() or 1), metadata=option("preprocessing processes"))
+
+    def __post_init__(self):
+        validate_choices(self)
+        if self.workers < 1:
+            raise ConfigError(f"--workers {self.workers}: must be >= 1")
+        self.preprocess()  # every check of the preprocessing and split values, before any work
+        self.split()
+
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(shape=self.shape, resize=self.resize, normalize=self.normalize,
+                                percentiles=self.percentiles, dtype=self.storage_dtype)
+
+    def split(self) -> SplitConfig:
+        return SplitConfig(ratios=self.split_ratios, seed=self.split_seed, folds=self.folds, fold=self.fold)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything the weights depend on besides the data and the model config (run identity)."""
+
+    epochs: int = field(default=15, metadata=option("training epochs (a finished run may be resumed with more)"))
+    batch_size: int = field(default=8, metadata=option("global batch size (split across DDP ranks / replicas)"))
+    optimizer: str = field(default="adamw", metadata=option(
+        "adamw (decoupled weight decay), adam, or sgd (Nesterov momentum 0.9)", choices=OPTIMIZERS))
+    lr: float = field(default=1e-3, metadata=option("peak learning rate"))
+    weight_decay: float = field(default=1e-4, metadata=option("AdamW / SGD weight decay"))
+    schedule: str = field(default="cosine", metadata=option(
+        "per-epoch LR: cosine decay, constant, or step (x0.1 at 50% and 75% of the epochs)", choices=SCHEDULES))
+    warmup_epochs: int = field(default=1, metadata=option("linear warm-up epochs"))
+    seed: int = field(default=0, metadata=option("training seed: weights, batch order, augmentation"))
+    precision: str = field(default="auto", metadata=option(
+        "auto: decided once per run where it runs and recorded in config.json (see README)", choices=PRECISIONS))
+    augment: bool = field(default=True, metadata=option("flip/shift/intensity augmentation of training batches"))
+    flip_axes: tuple[int, ...] = field(default=(0,), metadata=option("axes flipped by augmentation (0 = L-R)"))
+    class_weights: bool = field(default=False, metadata=option(
+        "weight each sample's loss by n / (k * count of its class) (scikit-learn 'balanced')"))
+    balanced_sampler: bool = field(default=False, metadata=option("draw class-balanced batches with replacement"))
+    patience: int = field(default=0, metadata=option("early stopping patience in epochs (0: off)"))
+    select_metric: str = field(default="val_loss", metadata=option(
+        "validation metric that selects the saved model (never test)", choices=SELECT_METRICS))
+
+    def __post_init__(self):
+        validate_choices(self)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr {self.lr}: must be > 0")
+        for name in ("weight_decay", "warmup_epochs", "patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 0")
+        self.augmentation()
+
+    def augmentation(self) -> AugmentConfig | None:
+        return AugmentConfig(flip_axes=self.flip_axes) if self.augment else None
+
+    def learning_rate(self, epoch: int) -> float:
+        from common.runs.schedules import learning_rate
+
+        return learning_rate(epoch, base_lr=self.lr, epochs=self.epochs, schedule=self.schedule,
+                             warmup_epochs=self.warmup_epochs)
+
+
+# Fields of TrainConfig that a resumed run may change (raise): everything else must be equal.
+RESUMABLE_TRAINING_FIELDS = ("epochs",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """Where and how this process runs; none of it changes the trained weights' meaning."""
+
+    run_dir: Path | None = field(default=None, metadata=option(
+        "run directory (default: <runs-root>/<model>-<timestamp>); an existing run of this model is resumed"))
+    runs_root: Path = field(default=Path("runs"), metadata=option("where new run directories go"))
+    threads: int = field(default=0, metadata=option("CPU threads (0: the framework's default)"))
+    quiet: bool = field(default=False, metadata=option("no progress bars"))
+
+    def __post_init__(self):
+        if self.threads < 0:
+            raise ConfigError(f"--threads {self.threads}: must be >= 0")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

@@ -1,0 +1,381 @@
+"""The framework-free training driver: one run directory, one epoch loop, for both models.
+
+The driver owns the run directory (ownership, lock, identity check on resume), the epoch loop's
+bookkeeping (learning rate, batches, validation on val, selection, early stopping), history,
+TensorBoard, resume state and the final predictions. A framework package supplies a `ModelAdapter`:
+fit one epoch of given batches, predict, save and load weights and resume state, and its facts.
+
+Resume state, written after every epoch in this order, so a kill at any moment leaves a
+consistent run: `state-<epoch>.<ext>` (the adapter's weights, optimizer, RNG) -> `resume.json`
+(the driver's counters and the history rows, pointing at that state file) -> `history.csv` and
+TensorBoard -> older state files removed. A rerun continues from `resume.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from common.atomic import atomic_write_text
+from common.data.batches import EpochBatches, balanced_class_weights
+from common.data.dataset import PreparedDataset
+from common.errors import ConfigError
+from common.evaluation.metrics import score_run
+from common.runs.config import RuntimeConfig, TrainConfig
+from common.runs.faults import kill_after_steps, kill_point, maybe_kill
+from common.runs.lock import LOCK_FILE, RunLock
+from common.runs.precision import Hardware, decide_precision
+from common.runs.record import (
+    Outcome,
+    PrecisionDecision,
+    RunRecord,
+    data_record,
+    identity_differences,
+    is_run_dir,
+    machine_description,
+    now_utc,
+    read_record,
+    write_record,
+)
+from common.runs.rundir import new_run_dir, write_history, write_predictions
+
+RESUME_FILE = "resume.json"
+RUN_PREFIX = {"torch_resnet": "resnet", "tf_transformer": "vit"}
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    model_config: dict  # the package's typed model config, as a dict
+    parameters: int
+    flops_per_sample: int
+    device: str
+    options: dict  # resolved runtime options of the package (layout, compile, distribution...)
+    versions: dict  # library -> version
+    drop_last: bool = False  # replicas of a distribution strategy need equal shares of every batch
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float  # mean of weight * cross-entropy over the epoch's samples (all ranks)
+    accuracy: float  # unweighted
+    samples: int  # samples seen by all ranks together
+
+
+class ModelAdapter(Protocol):
+    model_file: str  # the selected weights in the run directory, e.g. "model.pt"
+    state_suffix: str  # suffix of the resume-state files, e.g. ".pt"
+
+    def facts(self) -> AdapterFacts: ...
+
+    def fit_epoch(self, batches: EpochBatches, *, learning_rate: float,
+                  on_step: Callable[[float], None]) -> EpochStats: ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(N, D, H, W) -> (N, n_classes) softmax probabilities, inference mode."""
+
+    def save_model(self, path: Path) -> None: ...
+
+    def load_model(self, path: Path) -> None: ...
+
+    def save_state(self, path: Path) -> None: ...
+
+    def load_state(self, path: Path) -> None: ...
+
+    def peak_memory_bytes(self) -> int: ...
+
+
+def _noop() -> None:
+    return None
+
+
+def _same(value):
+    return value
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The processes of one run (DDP ranks): rank 0 writes every file; one process by default."""
+
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = _noop
+    broadcast: Callable = _same  # rank 0's value, on every rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class LoopState:
+    """The driver's part of the resume state (resume.json)."""
+
+    epochs_done: int = 0
+    best_value: float | None = None
+    best_epoch: int = 0
+    stale_epochs: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+    state_file: str = ""
+    history: list[dict] = field(default_factory=list)
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    """val_loss: lower is better; val_accuracy: higher is better; NaN never is."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+def validation_scores(y: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of softmax outputs: the same arithmetic for both models."""
+    loss = float(-np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0)).mean())
+    return loss, float((probabilities.argmax(1) == y).mean())
+
+
+def claim_run_dir(run_dir: Path, model: str) -> RunRecord | None:
+    """The stored record of `run_dir` if it is a run of `model`, None if it is new or empty.
+
+    Refuses a run of the other model and a non-empty directory that is not a run.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir {run_dir}: exists and is not a directory")
+    if not run_dir.is_dir() or not [p for p in run_dir.iterdir() if p.name != LOCK_FILE]:
+        return None
+    if not is_run_dir(run_dir):
+        raise ConfigError(f"--run-dir {run_dir}: a non-empty directory that is not a run directory "
+                          "(no config.json); choose a new or empty directory")
+    stored = read_record(run_dir)
+    if stored.model != model:
+        raise ConfigError(f"--run-dir {run_dir}: this run was trained by {stored.model}, not {model}; "
+                          "choose another --run-dir")
+    return stored
+
+
+def run_training(*, model: str, preset: str, model_config: dict, dataset: PreparedDataset, training: TrainConfig,
+                 runtime: RuntimeConfig, hardware: Hardware, build: Callable[[PrecisionDecision], ModelAdapter],
+                 processes: Processes = Processes(),
+                 probe: Callable[[], dict[str, float]] | None = None) -> Path:
+    """Train (or resume) one run; returns its directory. `build(precision)` makes the adapter."""
+    run_dir = processes.broadcast(Path(runtime.run_dir) if runtime.run_dir
+                                  else new_run_dir(runtime.runs_root, RUN_PREFIX[model]))
+    lock = RunLock(run_dir)
+    created = False
+    error, stored, precision = None, None, None
+    if processes.is_main:
+        try:
+            stored = claim_run_dir(run_dir, model)
+            if run_dir.is_dir():
+                lock.acquire()
+            if stored is not None and stored.precision.requested == training.precision:
+                precision = stored.precision  # resume keeps the decision made when the run began
+            else:
+                precision = decide_precision(training.precision, hardware, probe=probe)
+            if stored is not None:
+                draft = _record(model, preset, model_config, dataset, training, precision, None, hardware,
+                                processes, created=stored.created)
+                differences = identity_differences(stored, draft)
+                if differences:
+                    raise ConfigError(f"--run-dir {run_dir}: cannot resume, the run was made with other settings "
+                                      f"(stored -> requested): {'; '.join(differences)}. Use a new --run-dir")
+        except ConfigError as exc:
+            error = exc
+    error_text = processes.broadcast(None if error is None else str(error))
+    if error_text is not None:
+        lock.release()
+        raise error if error is not None else ConfigError(error_text)
+    precision = processes.broadcast(precision)
+    try:
+        adapter = build(precision)
+        record = _record(model, preset, model_config, dataset, training, precision, adapter.facts(), hardware,
+                         processes, created=stored.created if stored else now_utc())
+        if processes.is_main:
+            if not run_dir.is_dir():
+                run_dir.mkdir(parents=True)
+                created = True
+                lock.acquire()
+            write_record(run_dir, record)
+        processes.barrier()
+        loop = _Loop(run_dir, adapter, dataset, training, runtime, processes)
+        resumed = loop.resume()
+        if processes.is_main:
+            verb = f"resuming {run_dir} after epoch {loop.state.epochs_done}" if resumed else f"run directory: {run_dir}"
+            print(f"{verb}  ({precision.resolved}: {precision.reason}; {record.device}; "
+                  f"{record.parameters:,} parameters)", flush=True)
+        loop.run()
+        created = False  # from here on the run directory holds resumable work
+        processes.barrier()
+        if processes.is_main:
+            loop.finish(record)
+        processes.barrier()
+        return run_dir
+    except BaseException:
+        if created and not (run_dir / RESUME_FILE).is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth resuming: leave nothing behind
+        raise
+    finally:
+        lock.release()
+
+
+def _record(model, preset, model_config, dataset, training, precision, facts: AdapterFacts | None, hardware,
+            processes, *, created: str) -> RunRecord:
+    return RunRecord(
+        model=model, preset=preset, model_config=model_config, data=data_record(dataset), training=training,
+        precision=precision, device=facts.device if facts else hardware.name, options=facts.options if facts else {},
+        parameters=facts.parameters if facts else 0, flops_per_sample=facts.flops_per_sample if facts else 0,
+        world_size=processes.world_size, versions=facts.versions if facts else {}, machine=machine_description(),
+        created=created)
+
+
+class _Loop:
+    def __init__(self, run_dir: Path, adapter: ModelAdapter, dataset: PreparedDataset, training: TrainConfig,
+                 runtime: RuntimeConfig, processes: Processes):
+        self.run_dir, self.adapter, self.dataset = run_dir, adapter, dataset
+        self.training, self.runtime, self.processes = training, runtime, processes
+        self.train_split, self.val_split = dataset.split("train"), dataset.split("val")
+        self.class_weights = (balanced_class_weights(self.train_split.y, len(dataset.classes))
+                              if training.class_weights else None)
+        self.state = LoopState()
+        self._tb = None
+        self._kill_limit, self._steps = kill_after_steps(), 0
+
+    # ---- resume state ---------------------------------------------------------------------------
+    def resume(self) -> bool:
+        path = self.run_dir / RESUME_FILE
+        if not path.is_file():
+            return False
+        try:
+            self.state = LoopState(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: unreadable resume state ({exc}); move it away to restart the run") from exc
+        self.adapter.load_state(self.run_dir / self.state.state_file)
+        if self.processes.is_main:  # history follows the state it belongs to
+            write_history(self.run_dir, self.state.history)
+        return True
+
+    def _save_state(self) -> None:
+        state_file = f"state-{self.state.epochs_done:04d}{self.adapter.state_suffix}"
+        self.adapter.save_state(self.run_dir / state_file)
+        kill_point("after_state_save")
+        self.state.state_file = state_file
+        atomic_write_text(self.run_dir / RESUME_FILE, json.dumps(asdict(self.state), indent=1))
+        kill_point("after_resume_record")
+        write_history(self.run_dir, self.state.history)
+        kill_point("after_history")
+        for old in self.run_dir.glob(f"state-*{self.adapter.state_suffix}"):
+            if old.name != state_file:
+                old.unlink(missing_ok=True)
+
+    # ---- the epoch loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        training, main = self.training, self.processes.is_main
+        facts = self.adapter.facts()
+        for epoch in range(self.state.epochs_done, training.epochs):
+            if self.state.stopped_early:
+                break
+            lr = training.learning_rate(epoch)
+            batches = EpochBatches(self.train_split, batch_size=training.batch_size, seed=training.seed, epoch=epoch,
+                                   augment=training.augmentation(), balanced=training.balanced_sampler,
+                                   class_weights=self.class_weights, rank=self.processes.rank,
+                                   world_size=self.processes.world_size, drop_last=facts.drop_last)
+            bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
+                       disable=self.runtime.quiet or not main)
+            started = time.perf_counter()
+            stats = self.adapter.fit_epoch(batches, learning_rate=lr, on_step=lambda loss, bar=bar: self._step(bar, loss))
+            train_seconds = time.perf_counter() - started
+            bar.close()
+            val_loss, val_accuracy = validation_scores(self.val_split.y, self.adapter.predict(self.val_split.x))
+            row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_accuracy": stats.accuracy,
+                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
+                   "seconds": time.perf_counter() - started}
+            self._select(epoch + 1, row[training.select_metric])
+            self.state.train_seconds += train_seconds
+            self.state.samples_seen += stats.samples
+            self.state.history = [r for r in self.state.history if r["epoch"] <= epoch] + [row]
+            self.state.epochs_done = epoch + 1
+            if training.patience and self.state.stale_epochs >= training.patience:
+                self.state.stopped_early = True
+                if main:
+                    print(f"early stopping: no {training.select_metric} improvement for {training.patience} epochs")
+            if main:
+                self._save_state()
+                self._log(row)
+            self.processes.barrier()
+
+    def _step(self, bar, loss: float) -> None:
+        self._steps += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4f}")
+        maybe_kill(self._steps, self._kill_limit)
+
+    def _select(self, epoch: int, value: float) -> None:
+        if is_better(self.training.select_metric, value, self.state.best_value):
+            self.state.best_value, self.state.best_epoch, self.state.stale_epochs = value, epoch, 0
+            if self.processes.is_main:
+                self.adapter.save_model(self.run_dir / self.adapter.model_file)
+                kill_point("after_model_save")
+        else:
+            self.state.stale_epochs += 1
+
+    def _log(self, row: dict) -> None:
+        if self._tb is None:
+            from common.runs.tensorboard import ScalarWriter
+
+            self._tb = ScalarWriter(self.run_dir / "tb")
+        self._tb.epoch(row)
+        print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
+              f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}  lr {row['lr']:.2e}  "
+              f"{row['seconds']:.1f}s", flush=True)
+
+    # ---- the end of a run -----------------------------------------------------------------------
+    def finish(self, record: RunRecord) -> dict:
+        """Predict val and test with the selected model; write predictions.csv, the outcome, metrics.json."""
+        if self._tb is not None:
+            self._tb.close()
+        if not self.state.best_epoch:
+            raise ConfigError(f"{self.run_dir}: no epoch had a finite {self.training.select_metric}; "
+                              "nothing to select (lower --lr?)")
+        self.adapter.load_model(self.run_dir / self.adapter.model_file)
+        started = time.perf_counter()
+        parts = {k: [] for k in ("split", "sample_ids", "subject_ids", "y_true", "probabilities")}
+        for name in ("val", "test"):
+            split = self.dataset.split(name)
+            if not len(split):
+                continue
+            parts["probabilities"].append(self.adapter.predict(split.x))
+            parts["split"] += [name] * len(split)
+            parts["sample_ids"] += split.sample_ids
+            parts["subject_ids"] += split.subject_ids
+            parts["y_true"].append(split.y)
+        write_predictions(self.run_dir, classes=self.dataset.classes, split=parts["split"],
+                          sample_ids=parts["sample_ids"], subject_ids=parts["subject_ids"],
+                          y_true=np.concatenate(parts["y_true"]), probabilities=np.concatenate(parts["probabilities"]))
+        kill_point("after_predictions")
+        s = self.state
+        outcome = Outcome(epochs_run=s.epochs_done, best_epoch=s.best_epoch, best_value=float(s.best_value),
+                          stopped_early=s.stopped_early, train_seconds=s.train_seconds,
+                          samples_per_second=s.samples_seen / s.train_seconds if s.train_seconds else None,
+                          peak_memory_bytes=self.adapter.peak_memory_bytes(),
+                          predict_seconds=time.perf_counter() - started)
+        write_record(self.run_dir, replace(record, outcome=outcome))
+        metrics = score_run(self.run_dir)
+        for name in ("val", "test"):
+            if name in metrics:
+                m = metrics[name]
+                print(f"{name}: accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
+                      f"AUC {m['roc_auc']:.3f}  log loss {m['log_loss']:.3f}  (n={m['n']})")
+        print(f"run directory: {self.run_dir}")
+        return metrics
