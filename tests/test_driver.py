@@ -201,3 +201,59 @@ def test_resnet_flops_equal_a_count_over_the_modules():
     with torch.no_grad():
         model(torch.zeros(1, 1, *config.input_shape))
     assert flops_per_sample(config) == total[0] > 0
+
+
+# ---- the timed probe ----------------------------------------------------------------------------------
+class StubClock:
+    """A timer whose steps take `seconds[candidate]`: the probe's arithmetic without real timing."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds, self.now = seconds, 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step_for(self, candidate: str):
+        def step():
+            self.now += self.seconds[candidate]
+        return step
+
+
+def test_probe_measures_each_candidate_once_per_machine(tmp_path):
+    from common.runs.probe import TIMED_STEPS, timed_probe
+
+    clock = StubClock({"fp32/ncdhw": 0.8, "fp32/channels_last": 0.4, "bf16/ncdhw": 0.5, "bf16/channels_last": 0.25})
+    calls = []
+
+    def make_step(candidate):
+        calls.append(candidate)
+        return clock.step_for(candidate)
+
+    cache = tmp_path / "probe.json"
+    speeds = timed_probe(["fp32/ncdhw", "fp32/channels_last"], make_step, batch_size=8, cache_file=cache, timer=clock)
+    assert speeds == {"fp32/ncdhw": 10.0, "fp32/channels_last": 20.0}
+    assert clock.now == pytest.approx((1 + TIMED_STEPS) * (0.8 + 0.4))  # warm-up + timed steps
+    both = timed_probe(list(clock.seconds), make_step, batch_size=8, cache_file=cache, timer=clock)
+    assert calls == ["fp32/ncdhw", "fp32/channels_last", "bf16/ncdhw", "bf16/channels_last"]  # cached ones skipped
+    assert both["bf16/channels_last"] == 32.0
+
+
+def test_layout_and_precision_follow_the_probe():
+    from torch_resnet.train import precision_probe, resolve_channels_last
+
+    def amd_like(candidates):  # channels_last 2x faster; bf16 no faster than fp32
+        table = {"fp32/ncdhw": 10.0, "fp32/channels_last": 20.0, "bf16/ncdhw": 10.0, "bf16/channels_last": 21.0}
+        return {c: table[c] for c in candidates}
+
+    def amx_like(candidates):  # channels_last slower for a narrow model; bf16 1.5x
+        table = {"fp32/ncdhw": 10.0, "fp32/channels_last": 6.0, "bf16/ncdhw": 15.0, "bf16/channels_last": 9.0}
+        return {c: table[c] for c in candidates}
+
+    cpu = Hardware("cpu", "CPU")
+    assert decide_precision("auto", cpu, probe=precision_probe(None, amd_like)).resolved == "fp32"
+    assert resolve_channels_last(None, "fp32", amd_like) == (True, "probe: channels_last 2.00x NCDHW in fp32")
+    assert decide_precision("auto", cpu, probe=precision_probe(None, amx_like)).resolved == "bf16"
+    assert resolve_channels_last(None, "bf16", amx_like)[0] is False
+    assert resolve_channels_last(False, "fp32", amd_like) == (False, "--no-channels-last given")  # a flag wins
+    only_ncdhw = precision_probe(False, amd_like)()  # layout fixed: precision judged in that layout only
+    assert only_ncdhw == {"fp32": 10.0, "bf16": 10.0}

@@ -24,6 +24,7 @@ from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.driver import AdapterFacts, EpochStats, run_training
 from common.runs.hardware import cpu_description
 from common.runs.precision import Hardware
+from common.runs.probe import probe_key, timed_probe
 from common.runs.record import PrecisionDecision
 from tf_transformer.config import TransformerConfig
 from tf_transformer.data import KerasBatches
@@ -116,6 +117,30 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int)
         logits = model(np.asarray(x[sl], dtype=np.float32)[..., None], training=False)
         out.append(keras.ops.convert_to_numpy(keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)))
     return np.concatenate(out)
+
+
+def make_probe_step(config: TransformerConfig, precision: str, *, batch_size: int, jit_compile):
+    """One real training step of the model under a precision policy, on a synthetic batch."""
+    keras.mixed_precision.set_global_policy(POLICIES[precision])
+    model = build_transformer(config)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch_size, *config.input_shape, config.in_channels)).astype("float32")
+    y = np.arange(batch_size) % config.num_classes
+    keras.mixed_precision.set_global_policy("float32")
+    return lambda: model.train_on_batch(x, y)
+
+
+def precision_probe(config: TransformerConfig, batch_size: int, options: KerasOptions, cache_dir: Path | None):
+    """For `decide_precision`: samples/s of fp32 and mixed_bfloat16 steps, measured once per machine."""
+    backend = keras.backend.backend()
+    facts = {"framework": f"keras {keras.__version__} {backend}", "device": hardware().name, "model": config.to_dict(),
+             "batch": batch_size, "jit": options.jit_compile}
+    cache_file = cache_dir / f"transformer-{probe_key(facts)}.json" if cache_dir else None
+    return lambda: timed_probe(["fp32", "bf16"], lambda p: make_probe_step(config, p, batch_size=batch_size,
+                                                                              jit_compile=options.jit),
+                               batch_size=batch_size, cache_file=cache_file)
 
 
 class StepHook(keras.callbacks.Callback):
@@ -226,4 +251,6 @@ def train(dataset: PreparedDataset, *, preset: str, model_config: TransformerCon
         print(line)
     return run_training(model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset,
                         training=training, runtime=runtime, hardware=hardware(),
+                        probe=precision_probe(model_config, training.batch_size, options,
+                                              dataset.folder.parent.parent / "probes"),
                         build=lambda precision: KerasAdapter(model_config, training, options, precision))

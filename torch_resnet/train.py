@@ -6,6 +6,7 @@ module owns the model, the optimizer, autocast, memory layout, DDP and torch's t
 
 from __future__ import annotations
 
+import json
 import resource
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.driver import AdapterFacts, EpochStats, Processes, run_training
 from common.runs.hardware import cpu_description
 from common.runs.precision import Hardware
+from common.runs.probe import best_of, probe_key, timed_probe
 from common.runs.record import PrecisionDecision
 from torch_resnet import checkpoints
 from torch_resnet.config import ResNetConfig
@@ -40,10 +42,70 @@ def hardware_of(device: torch.device) -> Hardware:
     return Hardware("cpu", f"CPU {cpu_description()}; {torch.get_num_threads()} threads")
 
 
-def resolve_channels_last(config: ResNetConfig) -> bool:
-    """channels_last_3d pays off with wide convolutions only: measured on a 2-core AMX CPU with bf16,
-    32 filters (seed) 1.5x faster, 8 filters (small) 0.5-0.8x."""
-    return config.filters >= 16
+LAYOUTS = {"ncdhw": False, "channels_last": True}
+
+
+def make_probe_step(config: ResNetConfig, candidate: str, *, batch_size: int, device: torch.device):
+    """One real training step of the model for a "<precision>/<layout>" candidate, on a synthetic batch."""
+    precision, layout = candidate.split("/")
+    torch.manual_seed(0)
+    net = build_resnet(config).to(device)
+    x = torch.randn(batch_size, config.in_channels, *config.input_shape, device=device)
+    if LAYOUTS[layout]:
+        net.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    y = torch.arange(batch_size, device=device) % config.num_classes
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(precision, device):
+            logits = net(x)
+        F.cross_entropy(logits.float(), y).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return step
+
+
+class SpeedProbe:
+    """Timed training steps per "<precision>/<layout>" candidate, measured once and cached per machine."""
+
+    def __init__(self, config: ResNetConfig, batch_size: int, device: torch.device, cache_dir: Path | None):
+        self.config, self.batch_size, self.device = config, batch_size, device
+        facts = {"framework": f"torch {torch.__version__}", "device": hardware_of(device).name,
+                 "threads": torch.get_num_threads(), "model": config.to_dict(), "batch": batch_size}
+        self.cache_file = cache_dir / f"resnet-{probe_key(facts)}.json" if cache_dir else None
+
+    def __call__(self, candidates: list[str]) -> dict[str, float]:
+        return timed_probe(candidates, lambda c: make_probe_step(self.config, c, batch_size=self.batch_size,
+                                                                 device=self.device),
+                           batch_size=self.batch_size, cache_file=self.cache_file)
+
+
+def resolve_channels_last(requested: bool | None, precision: str, probe: SpeedProbe | None) -> tuple[bool, str]:
+    """(channels_last, why): an explicit flag wins, else the faster layout on this machine by the probe."""
+    if requested is not None:
+        return requested, f"--{'' if requested else 'no-'}channels-last given"
+    if probe is None:
+        return False, "no probe (several processes): NCDHW"
+    speeds = probe([f"{precision}/ncdhw", f"{precision}/channels_last"])
+    ratio = speeds[f"{precision}/channels_last"] / speeds[f"{precision}/ncdhw"]
+    return ratio > 1.0, f"probe: channels_last {ratio:.2f}x NCDHW in {precision}"
+
+
+def precision_probe(requested_layout: bool | None, probe: SpeedProbe | None):
+    """For `decide_precision`: best samples/s per precision over the layouts still open."""
+    if probe is None:
+        return None
+    layouts = list(LAYOUTS) if requested_layout is None else [k for k, v in LAYOUTS.items() if v == requested_layout]
+
+    def measure() -> dict[str, float]:
+        speeds = probe([f"{p}/{layout}" for p in ("fp32", "bf16") for layout in layouts])
+        return {p: best_of(speeds, p) for p in ("fp32", "bf16")}
+
+    return measure
 
 
 def autocast(precision: str, device: torch.device):
@@ -91,13 +153,16 @@ class TorchAdapter:
     state_suffix = ".pt"
 
     def __init__(self, config: ResNetConfig, training: TrainConfig, options: TorchOptions,
-                 precision: PrecisionDecision, ctx: DistContext, classes: list[str], dataset: PreparedDataset):
+                 precision: PrecisionDecision, ctx: DistContext, classes: list[str], dataset: PreparedDataset,
+                 probe: SpeedProbe | None = None):
         self.config, self.training, self.ctx, self.classes = config, training, ctx, classes
         self.device = ctx.device
         self.precision = precision.resolved
         self.preprocess = dataset.preprocess
-        self.channels_last = resolve_channels_last(config) if options.channels_last is None else options.channels_last
-        self.options = {**asdict(options), "channels_last": self.channels_last}
+        self.channels_last, layout_reason = resolve_channels_last(options.channels_last, self.precision, probe)
+        self.options = {**asdict(options), "channels_last": self.channels_last, "layout_reason": layout_reason}
+        if probe is not None and probe.cache_file is not None and probe.cache_file.is_file():
+            self.options["probe_samples_per_second"] = json.loads(probe.cache_file.read_text())
         torch.manual_seed(training.seed)
         self.net: ResNet3D = build_resnet(config, activation_checkpointing=options.activation_checkpointing)
         self.net.to(self.device)
@@ -180,7 +245,12 @@ def train(dataset: PreparedDataset, *, preset: str, model_config: ResNetConfig, 
     """Train (or resume) one ResNet run on `dataset`; returns the run directory."""
     processes = Processes(ctx.rank, ctx.world_size, barrier=lambda: barrier(ctx),
                           broadcast=lambda value: broadcast_object(ctx, value))
+    # One process: measure what is fastest here. Several: every rank must agree, so no probe (NCDHW).
+    probe = None if ctx.enabled else SpeedProbe(model_config, training.batch_size, ctx.device,
+                                                dataset.folder.parent.parent / "probes")
     return run_training(
         model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset, training=training,
         runtime=runtime, hardware=hardware_of(ctx.device), processes=processes,
-        build=lambda precision: TorchAdapter(model_config, training, options, precision, ctx, dataset.classes, dataset))
+        probe=precision_probe(options.channels_last, probe),
+        build=lambda precision: TorchAdapter(model_config, training, options, precision, ctx, dataset.classes, dataset,
+                                             probe))
