@@ -27,7 +27,8 @@ from common.data.preprocess import PreprocessConfig, preprocess_array, preproces
 from common.data.sources import Source
 from common.errors import DataError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: meta.json lists dropped samples; index.csv only the kept ones
+MAX_LISTED = 20  # invalid samples named in one error
 
 
 def default_cache_root() -> Path:
@@ -55,60 +56,102 @@ def cache_key(source: Source, config: PreprocessConfig) -> str:
 
 
 def _preprocess_one(job):
+    """(volume, None) or (None, the reason it is invalid): one bad file must not hide the others."""
     path, config = job
-    return preprocess_file(path, config)
+    try:
+        return preprocess_file(path, config), None
+    except DataError as exc:
+        return None, str(exc)
 
 
-def _write_cache(folder: Path, source: Source, config: PreprocessConfig, workers: int, progress: bool) -> None:
+def _preprocess_array(source: Source, sample, config: PreprocessConfig):
+    try:
+        return preprocess_array(source.arrays[sample.sample_id], (1.0, 1.0, 1.0), config, origin=sample.origin), None
+    except DataError as exc:
+        return None, str(exc)
+
+
+def _volumes(source: Source, config: PreprocessConfig, workers: int):
+    """(index, volume or None, reason or None) for every sample, in order."""
+    if not source.is_nifti:  # in-memory arrays (MedMNIST): cheap, no pool needed
+        for i, s in enumerate(source.samples):
+            yield (i, *_preprocess_array(source, s, config))
+        return
+    jobs = [(s.path, config) for s in source.samples]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            yield from ((i, *r) for i, r in enumerate(pool.map(_preprocess_one, jobs, chunksize=4)))
+    else:
+        yield from ((i, *_preprocess_one(job)) for i, job in enumerate(jobs))
+
+
+def invalid_samples_error(invalid: dict[str, str], total: int) -> DataError:
+    shown = list(invalid.items())[:MAX_LISTED]
+    lines = [f"{len(invalid)} of {total} samples are invalid:"] + [f"  {reason}" for _, reason in shown]
+    if len(invalid) > MAX_LISTED:
+        lines.append(f"  ... and {len(invalid) - MAX_LISTED} more")
+    lines.append("fix or remove them, or pass --drop-invalid to train without them (they are then listed in the run)")
+    return DataError("\n".join(lines))
+
+
+def _write_cache(folder: Path, source: Source, config: PreprocessConfig, workers: int, progress: bool,
+                 drop_invalid: bool) -> None:
     n = len(source.samples)
     volumes = np.lib.format.open_memmap(folder / "volumes.npy", mode="w+", dtype=config.dtype, shape=(n, *config.shape))
-    bar = tqdm(total=n, desc="preprocess", unit="vol", disable=not progress)
-    if source.is_nifti:
-        jobs = [(s.path, config) for s in source.samples]
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for i, volume in enumerate(pool.map(_preprocess_one, jobs, chunksize=4)):
-                    volumes[i] = volume
-                    bar.update()
+    invalid: dict[str, str] = {}
+    for i, volume, reason in tqdm(_volumes(source, config, workers), total=n, desc="preprocess", unit="vol",
+                                  disable=not progress):
+        if reason is None:
+            volumes[i] = volume
         else:
-            for i, job in enumerate(jobs):
-                volumes[i] = _preprocess_one(job)
-                bar.update()
-    else:  # in-memory arrays (MedMNIST): cheap, no pool needed
-        for i, s in enumerate(source.samples):
-            volumes[i] = preprocess_array(source.arrays[s.sample_id], (1.0, 1.0, 1.0), config, origin=s.origin)
-            bar.update()
-    bar.close()
+            invalid[source.samples[i].sample_id] = reason
     volumes.flush()
     del volumes
+    if invalid and not drop_invalid:
+        raise invalid_samples_error(invalid, n)
+    if len(invalid) == n:
+        raise invalid_samples_error(invalid, n)
     with (folder / "index.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "sample_id", "subject_id", "label", "split", "path"])
         for i, s in enumerate(source.samples):
-            writer.writerow([i, s.sample_id, s.subject_id, s.label, s.split or "", s.path or ""])
+            if s.sample_id not in invalid:  # dropped rows stay zero in volumes.npy, never referenced
+                writer.writerow([i, s.sample_id, s.subject_id, s.label, s.split or "", s.path or ""])
     meta = {"format": CACHE_FORMAT, "source": source.kind, "location": source.location,
-            "label_column": source.label_column, "classes": source.classes, "preprocess": config.to_dict(), "n": n}
+            "label_column": source.label_column, "classes": source.classes, "preprocess": config.to_dict(), "n": n,
+            "dropped": invalid}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
+def dropped_samples(folder: Path) -> dict[str, str]:
+    """sample id -> why it was dropped (--drop-invalid), from the cache's meta.json."""
+    return json.loads((Path(folder) / "meta.json").read_text()).get("dropped", {})
+
+
 def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Path, *,
-                        workers: int = 1, progress: bool = True) -> Path:
-    """The cache folder for (source, config), building it if absent."""
+                        workers: int = 1, progress: bool = True, drop_invalid: bool = False) -> Path:
+    """The cache folder for (source, config), building it if absent.
+
+    Invalid samples are all listed in one error; with `drop_invalid` they are left out and listed in
+    meta.json. A cache built with drops is refused without `drop_invalid`, so dropping is never silent.
+    """
     folder = Path(cache_root) / "volumes" / cache_key(source, config)
-    if (folder / "meta.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: others sharing the cache could not read it
-    try:
-        _write_cache(tmp, source, config, workers, progress)
+    if not (folder / "meta.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: others sharing the cache could not read it
         try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").is_file():  # not a lost race: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            _write_cache(tmp, source, config, workers, progress, drop_invalid)
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                if not (folder / "meta.json").is_file():  # not a lost race: a real error
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    dropped = dropped_samples(folder)
+    if dropped and not drop_invalid:
+        raise invalid_samples_error(dropped, len(source.samples))
     return folder
 
 

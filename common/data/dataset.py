@@ -9,15 +9,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from common.atomic import atomic_write
-from common.data.cache import build_or_load_cache, default_cache_root, open_volumes
+from common.data.cache import (
+    MAX_LISTED,
+    build_or_load_cache,
+    default_cache_root,
+    dropped_samples,
+    open_volumes,
+)
 from common.data.demo import demo_source
 from common.data.preprocess import PreprocessConfig
 from common.data.sources import SPLIT_NAMES, Source, read_folder, read_manifest, read_medmnist
@@ -48,6 +55,9 @@ class PreparedDataset:
     preprocess: PreprocessConfig
     splits: dict  # the splits.json document
     split_config: SplitConfig
+    dropped: dict = field(default_factory=dict)  # sample id -> why --drop-invalid left it out
+    name: str | None = None  # the user's name for the dataset (reports)
+    licence: str | None = None  # the user's licence / credit line (reports)
 
     @property
     def splits_path(self) -> Path:
@@ -111,7 +121,8 @@ def _write_split_arrays(folder: Path, cache_folder: Path, splits: dict) -> None:
 
 
 def open_source(data: str | Path | None, *, label_column: str | None = None,
-                classes: Sequence[str] | None = None, cache_root: Path | None = None) -> Source:
+                classes: Sequence[str] | None = None, cache_root: Path | None = None,
+                class_names: Sequence[str] | None = None) -> Source:
     """Pick the source from what `data` names: None or 'demo', a .csv, a .npz, or a folder."""
     if data is None or str(data) == "demo":
         return demo_source(cache_root=cache_root, classes=classes)
@@ -121,7 +132,9 @@ def open_source(data: str | Path | None, *, label_column: str | None = None,
             raise DataError(f"{path}: a manifest needs --label-column (e.g. sex or age_group)")
         return read_manifest(path, label_column=label_column, classes=classes)
     if path.suffix == ".npz":
-        return read_medmnist(path, classes=classes)
+        return read_medmnist(path, classes=classes, class_names=class_names)
+    if class_names:
+        raise DataError(f"--class-names: only for .npz files (integer labels); {path} has named labels")
     if path.is_dir():
         return read_folder(path, classes=classes)
     raise DataError(f"{path}: not a manifest .csv, a MedMNIST .npz or a class-per-folder directory")
@@ -130,12 +143,21 @@ def open_source(data: str | Path | None, *, label_column: str | None = None,
 def prepare_dataset(data: str | Path | None = None, *, label_column: str | None = None,
                     classes: list[str] | None = None, preprocess: PreprocessConfig | None = None,
                     split: SplitConfig | None = None, cache_root: Path | None = None,
-                    workers: int = 1, progress: bool = True, source: Source | None = None) -> PreparedDataset:
+                    workers: int = 1, progress: bool = True, source: Source | None = None,
+                    drop_invalid: bool = False, class_names: Sequence[str] | None = None) -> PreparedDataset:
     cache_root = Path(cache_root or default_cache_root())
     split = split or SplitConfig()
-    source = source or open_source(data, label_column=label_column, classes=classes, cache_root=cache_root)
+    source = source or open_source(data, label_column=label_column, classes=classes, cache_root=cache_root,
+                                   class_names=class_names)
     preprocess = (preprocess or PreprocessConfig()).resolved_for(source.kind)
-    folder = build_or_load_cache(source, preprocess, cache_root, workers=workers, progress=progress)
+    folder = build_or_load_cache(source, preprocess, cache_root, workers=workers, progress=progress,
+                                 drop_invalid=drop_invalid)
+    dropped = dropped_samples(folder)
+    if dropped:
+        listed = "; ".join(list(dropped.values())[:MAX_LISTED]) + (" ..." if len(dropped) > MAX_LISTED else "")
+        print(f"warning: --drop-invalid left out {len(dropped)} of {len(source.samples)} samples: {listed}",
+              file=sys.stderr)
+        source = replace(source, samples=[s for s in source.samples if s.sample_id not in dropped])
     split_folder = folder / _split_folder_name(split, source)
     splits_path = split_folder / "splits.json"
     if splits_path.is_file():
@@ -145,5 +167,18 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
         split_folder.mkdir(parents=True, exist_ok=True)
         _write_split_arrays(split_folder, folder, splits)
         write_splits(splits_path, splits)  # last: its presence means the arrays are complete
-    return PreparedDataset(folder, split_folder, source.kind, source.location, source.label_column,
-                           list(source.classes), preprocess, splits, split)
+    dataset = PreparedDataset(folder, split_folder, source.kind, source.location, source.label_column,
+                              list(source.classes), preprocess, splits, split, dropped)
+    check_every_class_present(dataset)
+    return dataset
+
+
+def check_every_class_present(dataset: PreparedDataset) -> None:
+    """A class with no sample in train, val or (a non-empty) test cannot be learned, selected or scored."""
+    for split, per_class in dataset.class_counts().items():
+        if split == "test" and not sum(per_class.values()):
+            continue
+        empty = [c for c, n in per_class.items() if n == 0]
+        if empty:
+            raise DataError(f"class(es) {empty} have no samples in the {split} split "
+                            f"(counts {per_class}); check --classes and the labels")

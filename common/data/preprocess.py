@@ -104,7 +104,11 @@ def normalize_intensity(data: np.ndarray, config: PreprocessConfig, *, origin: s
         foreground = data[data > data.mean()]
         std = foreground.std()
         if foreground.size < 2 or std == 0:
-            raise DataError(f"{origin}: foreground has no intensity variation; z-score undefined")
+            values = np.unique(data)
+            kind = (f"a label-like image with {len(values)} distinct values {values.tolist()}" if len(values) <= 8
+                    else "no intensity variation above the mean")
+            raise DataError(f"{origin}: foreground z-score is undefined for {kind}; "
+                            "use --normalize minmax (binary masks, label maps) or percentile")
         return (data - foreground.mean()) / std
     if config.normalize == "percentile":
         low, high = np.percentile(data, config.percentiles)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +161,18 @@ def read_folder(root: Path, *, classes: Sequence[str] | None = None) -> Source:
 MEDMNIST_KEYS = tuple(f"{split}_{kind}" for split in SPLIT_NAMES for kind in ("images", "labels"))
 
 
-def read_medmnist(npz_path: Path, *, classes: Sequence[str] | None = None) -> Source:
+MEDMNIST_3D = ("organmnist3d", "nodulemnist3d", "adrenalmnist3d", "fracturemnist3d", "vesselmnist3d",
+               "synapsemnist3d")
+
+
+def is_medmnist_file(path: str | Path) -> bool:
+    """One of the MedMNIST v2 3D files by its published name (e.g. adrenalmnist3d.npz, nodulemnist3d_64.npz)."""
+    stem = Path(path).stem.lower()
+    return any(stem == name or stem.startswith(name + "_") for name in MEDMNIST_3D)
+
+
+def read_medmnist(npz_path: Path, *, classes: Sequence[str] | None = None,
+                  class_names: Sequence[str] | None = None) -> Source:
     """A MedMNIST-3D `.npz` file; its official split is kept. Sample ids are `<split>_<index>`.
 
     MedMNIST's splits are patient-level but carry no patient id, so each sample is its own subject.
@@ -195,6 +206,13 @@ def read_medmnist(npz_path: Path, *, classes: Sequence[str] | None = None) -> So
                 )
                 arrays[sample_id] = image
     label_set = sorted({s.label for s in samples}, key=int)
+    if class_names:  # names for the integer labels, in label order
+        if len(class_names) != len(label_set) or len(set(class_names)) != len(class_names):
+            raise DataError(f"--class-names {list(class_names)}: {npz_path} has {len(label_set)} distinct labels "
+                            f"{label_set}; give one distinct name per label, in label order")
+        name_of = dict(zip(label_set, class_names))
+        samples = [replace(s, label=name_of[s.label]) for s in samples]
+        label_set = list(class_names)
     class_list = resolve_classes(label_set, classes or label_set, origin=str(npz_path))
     check_labels_in_classes(samples, class_list)
     return Source("medmnist", str(npz_path), samples, class_list, "label", arrays=arrays)

@@ -14,25 +14,48 @@ import seaborn as sns  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 
+def _cell_font_size(n_classes: int) -> float:
+    """Annotation size that fits a cell: 11 pt up to 4 classes, shrinking to 7 pt at 12 and more."""
+    return float(np.clip(13 - n_classes / 2, 7, 11))
+
+
 def confusion_matrix_axes(ax, matrix: np.ndarray, classes: Sequence[str], *, normalise: bool, title: str) -> None:
     matrix = np.asarray(matrix, dtype=float)
+    k = len(classes)
     if normalise:
         totals = matrix.sum(axis=1, keepdims=True)
         matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-    sns.heatmap(matrix, annot=True, fmt=".2f" if normalise else ".0f", cmap="Blues", cbar=False,
+    fmt = (".2f" if k <= 6 else ".1f") if normalise else ".0f"
+    sns.heatmap(matrix, annot=True, fmt=fmt, cmap="Blues", cbar=False, annot_kws={"fontsize": _cell_font_size(k)},
                 xticklabels=classes, yticklabels=classes, vmin=0, vmax=1 if normalise else None, ax=ax, square=True)
+    long_names = max(len(str(c)) for c in classes) * k > 40
+    ax.tick_params(axis="x", labelrotation=45 if long_names else 0, labelsize=_cell_font_size(k))
+    ax.tick_params(axis="y", labelrotation=0, labelsize=_cell_font_size(k))
+    if long_names:
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
 
 
 def save_confusion_matrices(path: Path, matrices: dict[str, np.ndarray], classes: Sequence[str]) -> Path:
-    """One row per named matrix (e.g. per model): counts and row-normalised side by side."""
-    fig, axes = plt.subplots(len(matrices), 2, figsize=(4 + 1.2 * len(classes) * 2, 3.5 * len(matrices)), squeeze=False)
+    return _save(confusion_figure(matrices, classes), path)
+
+
+def confusion_figure(matrices: dict[str, np.ndarray], classes: Sequence[str]):
+    """One row per named matrix (e.g. per model): counts and row-normalised side by side.
+
+    Each panel is a square whose side grows with the number of classes (0.45 in per class, at least
+    3.5 in), so cells keep a legible size from 2 to 20+ classes.
+    """
+    side = max(3.5, 0.45 * len(classes) + 1.5)
+    fig, axes = plt.subplots(len(matrices), 2, figsize=(2 * side + 0.5, side * len(matrices)), squeeze=False)
     for row, (name, matrix) in enumerate(matrices.items()):
         confusion_matrix_axes(axes[row, 0], matrix, classes, normalise=False, title=f"{name}: counts")
         confusion_matrix_axes(axes[row, 1], matrix, classes, normalise=True, title=f"{name}: row-normalised")
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def save_training_curves(path: Path, histories: dict[str, list[dict]]) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write_text
+from common.data.sources import is_medmnist_file
 from common.errors import DataError
 from common.evaluation.metrics import compute_metrics
 from common.evaluation.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
@@ -79,7 +80,16 @@ def load_runs(paths: list[Path]) -> list[Run]:
 
 
 def check_same_test_set(runs: list[Run]) -> None:
+    """Runs are compared only on the same data, split, classes and test samples with the same labels."""
     first = runs[0]
+    for run in runs[1:]:
+        differ = [f"{name}: {a} ({first.path}) vs {b} ({run.path})" for name, a, b in (
+            ("data hash", first.record.data.data_hash, run.record.data.data_hash),
+            ("split hash", first.record.data.split_hash, run.record.data.split_hash),
+            ("classes", list(first.record.data.classes), list(run.record.data.classes))) if a != b]
+        if differ:
+            raise DataError("runs were made on different data: " + "; ".join(differ)
+                            + "; compare runs made on the same data and split")
     reference = set(first.split("test").sample_ids)
     for run in runs[1:]:
         ids = set(run.split("test").sample_ids)
@@ -91,6 +101,12 @@ def check_same_test_set(runs: list[Run]) -> None:
                 "compare runs made on the same data and split")
         if run.predictions.classes != first.predictions.classes:
             raise DataError(f"runs have different classes: {first.predictions.classes} vs {run.predictions.classes}")
+        truth = dict(zip(first.split("test").sample_ids, first.split("test").y_true))
+        test = run.split("test")
+        disagree = [s for s, y in zip(test.sample_ids, test.y_true) if truth[s] != y]
+        if disagree:
+            raise DataError(f"{run.path} and {first.path} disagree on the true class of {len(disagree)} test "
+                            f"sample(s), e.g. {disagree[:5]}: not the same data")
 
 
 def _aligned(run: Run, order: list[str]) -> Predictions:
@@ -125,20 +141,34 @@ def data_section(runs: list[Run]) -> str:
     hashes = {r.record.data.split_hash for r in runs}
     same = "all runs used the same split" if len(hashes) == 1 else f"split hashes differ: {sorted(hashes)}"
     lines.append(f"- test set check: every run predicted the same {len(runs[0].split('test'))} test samples; {same}")
+    if data.dropped:
+        lines.append(f"- **{len(data.dropped)} invalid sample(s) left out** (--drop-invalid): "
+                     + ", ".join(f"`{k}`" for k in list(data.dropped)[:10]) + (" …" if len(data.dropped) > 10 else ""))
     if data.class_counts:
         classes = list(data.classes)
         lines += ["", "| split | " + " | ".join(classes) + " | total |", "|---" * (len(classes) + 2) + "|"]
         for split, per_class in data.class_counts.items():
             lines.append(f"| {split} | " + " | ".join(str(per_class.get(c, 0)) for c in classes)
                          + f" | {sum(per_class.values())} |")
+    credit = data_credit(data)
+    if credit:
+        lines += ["", credit]
+    return "\n".join(lines)
+
+
+def data_credit(data) -> str | None:
+    """The user's credit line, else the known one of IXI / a MedMNIST file / the synthetic demo, else none."""
+    named = f"Data: {data.name}" if data.name else None
+    if data.licence:
+        return f"{named or 'Data'}: {data.licence}." if named else f"Data licence: {data.licence}."
     location = data.location.lower()
     if "ixi" in location:
-        lines += ["", "Data: IXI dataset (brain-development.org), Imperial College London, CC BY-SA 3.0."]
-    if "medmnist" in location:
-        lines += ["", "Data: MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023), CC BY 4.0."]
+        return "Data: IXI dataset (brain-development.org), Imperial College London, CC BY-SA 3.0."
+    if data.source == "medmnist" and is_medmnist_file(data.location):
+        return "Data: MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023), CC BY 4.0."
     if data.source == "demo":
-        lines += ["", "Data: the built-in **synthetic** demo volumes (not real scans)."]
-    return "\n".join(lines)
+        return "Data: the built-in **synthetic** demo volumes (not real scans)."
+    return f"{named}." if named else None
 
 
 def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> str:
@@ -180,11 +210,13 @@ def comparison_sentences(a: Run, b: Run, *, n_resamples: int = 1000) -> list[str
         d, (low, high) = diff["difference"], diff["ci95"]
         if not np.isfinite(d):
             continue
-        direction = "higher" if d > 0 else "lower" if d < 0 else "equal"
         ci_note = "excludes 0" if (low > 0 or high < 0) else "includes 0"
-        sentence = (f"{b.label}'s {title} is {direction} than {a.label}'s by {abs(d):.3f} "
-                    f"(paired bootstrap 95 % CI of the difference {low:+.3f}…{high:+.3f}, {ci_note})")
-        if name == "balanced_accuracy":
+        if d == 0:
+            sentence = f"{b.label}'s {title} equals {a.label}'s"
+        else:
+            sentence = (f"{b.label}'s {title} is {'higher' if d > 0 else 'lower'} than {a.label}'s by {abs(d):.3f}")
+        sentence += f" (paired bootstrap 95 % CI of the difference {low:+.3f}…{high:+.3f}, {ci_note})"
+        if name == "accuracy":  # McNemar tests accuracy: which samples each model got right
             sentence += f"; exact McNemar p = {test['p_value']:.3g} ({test['a_only']} test samples only {a.label} " \
                         f"got right, {test['b_only']} only {b.label}): {verdict}"
         out.append(sentence + ".")

@@ -36,6 +36,14 @@ class DataConfig:
     label_column: str | None = field(default=None, metadata=option("label column of a manifest CSV (e.g. sex)"))
     classes: tuple[str, ...] | None = field(default=None, metadata=option(
         "class names in order (default: sorted labels)"))
+    class_names: tuple[str, ...] | None = field(default=None, metadata=option(
+        "names of the integer labels of an .npz, in label order (default: the integers)"))
+    dataset_name: str | None = field(default=None, metadata=option(
+        "the dataset's name for the report (default: from --data)"))
+    dataset_licence: str | None = field(default=None, metadata=option(
+        "the dataset's licence / credit line for the report (known: IXI, MedMNIST v2 files)"))
+    drop_invalid: bool = field(default=False, metadata=option(
+        "leave out invalid volumes (constant, NaN, unreadable...) with a warning; listed in the run record"))
     shape: tuple[int, int, int] = field(default=DEFAULT_SHAPE, metadata=option(
         "target volume shape", metavar=("D", "H", "W")))
     resize: str = field(default="fit", metadata=option(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from common.data.dataset import PreparedDataset, prepare_dataset
@@ -51,9 +52,11 @@ def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, TrainConfig
 
 
 def dataset_for(data: DataConfig, *, progress: bool = True) -> PreparedDataset:
-    return prepare_dataset(data.data, label_column=data.label_column, classes=list(data.classes or []) or None,
+    dataset = prepare_dataset(data.data, label_column=data.label_column, classes=list(data.classes or []) or None,
                            preprocess=data.preprocess(), split=data.split(), cache_root=data.cache_dir,
-                           workers=data.workers, progress=progress)
+                           workers=data.workers, progress=progress, drop_invalid=data.drop_invalid,
+                           class_names=data.class_names)
+    return replace(dataset, name=data.dataset_name, licence=data.dataset_licence)
 
 
 def check_predict_arguments(args: argparse.Namespace) -> None:

@@ -39,6 +39,9 @@ class DataRecord:
     data_hash: str
     split_hash: str
     class_counts: dict = field(default_factory=dict)  # split -> class -> count
+    dropped: dict = field(default_factory=dict)  # sample id -> why --drop-invalid left it out
+    name: str | None = None  # --dataset-name
+    licence: str | None = None  # --dataset-licence
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ def data_record(dataset) -> DataRecord:
     return DataRecord(source=dataset.source_kind, location=dataset.location, label_column=dataset.label_column,
                       classes=tuple(dataset.classes), preprocess=dataset.preprocess, split=dataset.split_config,
                       split_method=dataset.splits["method"], data_hash=dataset.data_hash,
-                      split_hash=dataset.split_hash, class_counts=dataset.class_counts())
+                      split_hash=dataset.split_hash, class_counts=dataset.class_counts(), dropped=dict(dataset.dropped),
+                      name=dataset.name, licence=dataset.licence)
 
 
 def machine_description() -> str:
