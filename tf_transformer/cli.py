@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m tf_transformer", description=__doc__)
     parser.add_argument("--backend", choices=("tensorflow", "torch", "jax"),
                         help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up log (CUDA probing, oneDNN notes); hidden by default")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train, select on val, predict val/test, write the run directory")
     add_data_arguments(train)
@@ -42,15 +44,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return run_command(lambda: _train(args) if args.command == "train" else _predict(args))
 
 
 def _train(args: argparse.Namespace) -> None:
     from common.runs.options import dataset_for
     from tf_transformer.config import preset
+    from tf_transformer.startup import start_backend
 
     data, training, runtime = configs_from_args(args)  # every value checked before any work
+    start_backend(verbose=args.verbose)
     options = from_namespace(KerasOptions, args)
     preset(args.preset).with_data(input_shape=data.shape, num_classes=2)  # a preset that cannot take the shape
     dataset = dataset_for(data, progress=not runtime.quiet)
@@ -62,6 +65,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     check_predict_arguments(args)
+    from tf_transformer.startup import start_backend
+
+    start_backend(verbose=args.verbose)
     from tf_transformer.predict import predict_files
 
     out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,

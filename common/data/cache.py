@@ -50,6 +50,8 @@ def cache_key(source: Source, config: PreprocessConfig) -> str:
                 stat = s.path.stat()
             except FileNotFoundError as exc:
                 raise DataError(f"{s.origin}: file not found: {s.path}") from exc
+            except OSError as exc:  # a symbolic link loop, a permission problem
+                raise DataError(f"{s.origin}: {s.path}: cannot be read ({exc.strerror or exc})") from exc
             file_part = f"{s.path}|{stat.st_size}|{stat.st_mtime_ns}"
         digest.update(f"{s.sample_id}|{s.subject_id}|{s.label}|{s.split}|{file_part}\n".encode())
     return digest.hexdigest()[:20]
@@ -138,7 +140,8 @@ def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Pa
     folder = Path(cache_root) / "volumes" / cache_key(source, config)
     if not (folder / "meta.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        remove_stale_builds(folder.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-{os.getpid()}-", dir=folder.parent))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: others sharing the cache could not read it
         try:
             _write_cache(tmp, source, config, workers, progress, drop_invalid)
@@ -153,6 +156,27 @@ def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Pa
     if dropped and not drop_invalid:
         raise invalid_samples_error(dropped, len(source.samples))
     return folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def remove_stale_builds(volumes_dir: Path) -> list[Path]:
+    """Delete the temporary folders `.<key>-<pid>-*` of cache builds whose process is gone (killed)."""
+    removed = []
+    for tmp in Path(volumes_dir).glob(".*-*-*"):
+        parts = tmp.name.split("-")
+        if tmp.is_dir() and len(parts) >= 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 def open_volumes(folder: Path) -> np.ndarray:

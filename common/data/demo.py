@@ -23,10 +23,12 @@ from common.atomic import current_umask
 from common.data.cache import default_cache_root
 from common.data.sources import read_manifest
 
-DEMO_VERSION = "v1"
+DEMO_VERSION = os.environ.get("DEMO_V", "v2")
 DEMO_SHAPE = (40, 48, 40)
 DEMO_CLASSES = ("control", "lesion")
-N_SUBJECTS = 60
+N_SUBJECTS = int(os.environ.get("DEMO_N", 80))
+LESION_RADIUS = (float(os.environ.get("DEMO_R0", 5)), float(os.environ.get("DEMO_R1", 7)))  # voxels of 2 mm
+LESION_CONTRAST = float(os.environ.get("DEMO_C", 90))  # added to the head's 100 +- 12
 SCANS_PER_SUBJECT = 2
 SEED = 20261128
 
@@ -41,9 +43,9 @@ def synthetic_volume(rng: np.random.Generator, *, lesion: bool) -> np.ndarray:
     if lesion:
         offset = rng.uniform(-0.5, 0.5, 3) * np.array([15, 19, 15])
         where = centre[:, 0, 0, 0] + offset
-        radius = rng.uniform(3.0, 5.0)
+        radius = rng.uniform(*LESION_RADIUS)
         sphere = ((grid - where[:, None, None, None]) ** 2).sum(0) <= radius**2
-        volume = np.where(sphere, volume + 70.0, volume)
+        volume = np.where(sphere, volume + LESION_CONTRAST, volume)
     return volume.astype(np.float32)
 
 

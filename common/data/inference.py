@@ -10,20 +10,19 @@ import numpy as np
 
 from common.atomic import atomic_write
 from common.data.preprocess import PreprocessConfig, preprocess_file
-from common.data.sources import is_nifti_path, strip_nifti_suffix
+from common.data.sources import is_nifti_path, read_csv_rows, resolve_path, strip_nifti_suffix
 from common.errors import DataError
 
 
 def _input_paths(inputs: list[Path] | None, manifest: Path | None) -> list[Path]:
     if manifest is not None:
         manifest = Path(manifest)
-        if not manifest.is_file():
-            raise DataError(f"{manifest}: manifest not found")
-        with manifest.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if "path" not in (reader.fieldnames or []):
-                raise DataError(f"{manifest}: missing required column 'path'; found {reader.fieldnames}")
-            paths = [(manifest.parent / row["path"]).resolve() for row in reader]
+        paths = []
+        for line, row in read_csv_rows(manifest, required=("path",)):
+            rel = (row.get("path") or "").strip()
+            if not rel:
+                raise DataError(f"{manifest.name} row {line}: empty 'path'")
+            paths.append(resolve_path(manifest.parent / rel, origin=f"{manifest.name} row {line}"))
     else:
         paths = [Path(p) for p in inputs or []]
     if not paths:
@@ -34,6 +33,15 @@ def _input_paths(inputs: list[Path] | None, manifest: Path | None) -> list[Path]
         if not path.is_file():
             raise DataError(f"{path}: file not found")
     return paths
+
+
+def sample_ids_of(paths: list[Path]) -> list[str]:
+    """File names without the NIfTI suffix; where two coincide, enough parent folders to tell them apart."""
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        ids = ["/".join([*p.parts[-depth:-1], strip_nifti_suffix(p.name)]) for p in paths]
+        if len(set(ids)) == len(ids):
+            return ids
+    raise DataError(f"the same file is named twice: {[p for p in paths if paths.count(p) > 1][:3]}")
 
 
 def _preprocess(job):
@@ -50,7 +58,7 @@ def load_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: Pr
             volumes = list(pool.map(_preprocess, jobs))
     else:
         volumes = [_preprocess(job) for job in jobs]
-    return [strip_nifti_suffix(p.name) for p in paths], np.stack(volumes)
+    return sample_ids_of(paths), np.stack(volumes)
 
 
 def write_probabilities(out: Path, sample_ids: list[str], classes: list[str], probabilities: np.ndarray) -> Path:

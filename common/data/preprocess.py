@@ -6,6 +6,7 @@ finite, not constant) -> intensity normalisation -> conform to the target shape 
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -63,11 +64,61 @@ class PreprocessConfig:
         return replace(self, normalize="minmax" if source_kind == "medmnist" else "zscore")
 
 
+# Largest volume read (voxels): a header declaring more is refused before any allocation.
+# 512^3 float32 is 512 MiB; raise it with VOLCLS_MAX_VOXELS for larger scans.
+DEFAULT_MAX_VOXELS = 512**3
+
+
+def max_voxels() -> int:
+    return int(os.environ.get("VOLCLS_MAX_VOXELS", DEFAULT_MAX_VOXELS))
+
+
+def _check_file_kind(path: Path) -> None:
+    """Refuse, by name, what nibabel would misreport: directories, wrong compression for the suffix."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a NIfTI file")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(2)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from exc
+    gzipped = magic == b"\x1f\x8b"
+    if path.name.endswith(".nii") and gzipped:
+        raise DataError(f"{path}: is gzip-compressed but named .nii; rename it to .nii.gz")
+    if path.name.endswith(".nii.gz") and not gzipped:
+        raise DataError(f"{path}: is named .nii.gz but is not gzip-compressed; rename it to .nii")
+
+
+def _check_declared_size(path: Path, image) -> None:
+    """The header's shape against the voxel limit and the file's real size, before reading any voxel."""
+    header = image.header
+    voxels = int(np.prod(image.shape, dtype=np.int64))
+    if voxels > max_voxels():
+        raise DataError(f"{path}: header declares {image.shape} = {voxels:,} voxels, over the limit of "
+                        f"{max_voxels():,} (set VOLCLS_MAX_VOXELS to allow larger volumes)")
+    expected = int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if path.name.endswith(".nii.gz"):
+        with path.open("rb") as f:  # gzip's trailer: the uncompressed size modulo 2^32
+            f.seek(-4, os.SEEK_END)
+            size = int.from_bytes(f.read(4), "little")
+        if expected >= 2**32:
+            return  # the trailer cannot tell; nibabel's own read will fail on a short file
+    if size < expected:
+        raise DataError(f"{path}: header declares {image.shape} {header.get_data_dtype()} "
+                        f"({expected:,} bytes with the header) but the file holds {size:,}: truncated or a corrupt header")
+
+
 def load_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """(volume float32 in RAS+ voxel order, voxel sizes in mm). Raises DataError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    try:
+        os.stat(path)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except OSError as exc:  # e.g. a symbolic link loop
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    _check_file_kind(path)
     try:
         image = nib.load(str(path))
         image = nib.funcs.squeeze_image(image)  # (X, Y, Z, 1) -> (X, Y, Z)
@@ -78,6 +129,10 @@ def load_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
             )
         if len(image.shape) != 3 or min(image.shape) < 2:
             raise DataError(f"{path}: image of shape {image.shape} is not a 3-D volume")
+        if image.get_data_dtype().kind == "c":
+            raise DataError(f"{path}: complex-valued image ({image.get_data_dtype()}); convert it to a real "
+                            "magnitude image first")
+        _check_declared_size(path, image)
         image = nib.as_closest_canonical(image)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -85,6 +140,8 @@ def load_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     except DataError:
         raise
+    except MemoryError as exc:
+        raise DataError(f"{path}: not enough memory to read a volume of shape {image.shape}") from exc
     except Exception as exc:  # nibabel, gzip, zlib and EOF errors of truncated or foreign files
         raise DataError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
     return data, zooms
@@ -99,7 +156,8 @@ def check_volume(data: np.ndarray, *, origin: str) -> None:
 
 
 def normalize_intensity(data: np.ndarray, config: PreprocessConfig, *, origin: str) -> np.ndarray:
-    data = data.astype(np.float32, copy=False)
+    """Statistics in float64: a float32 std of values near 1e25 overflows (their squares exceed 3e38)."""
+    data = data.astype(np.float64, copy=False)
     if config.normalize == "zscore":
         foreground = data[data > data.mean()]
         std = foreground.std()
@@ -156,12 +214,25 @@ def _centre_pad_or_crop(data: np.ndarray, shape: tuple[int, int, int], *, fill: 
 
 
 def preprocess_array(data: np.ndarray, zooms, config: PreprocessConfig, *, origin: str) -> np.ndarray:
+    if np.iscomplexobj(data):
+        raise DataError(f"{origin}: complex-valued array; convert it to a real magnitude image first")
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 3 or min(data.shape) < 2:
         raise DataError(f"{origin}: array of shape {data.shape} is not a 3-D volume")
     check_volume(data, origin=origin)
-    normalised = normalize_intensity(data, config, origin=origin)
-    return conform(normalised, zooms, config).astype(config.dtype)
+    normalised = normalize_intensity(data, config, origin=origin).astype(np.float32)
+    return to_storage(conform(normalised, zooms, config), config.dtype, origin=origin)
+
+
+def to_storage(volume: np.ndarray, dtype: str, *, origin: str) -> np.ndarray:
+    """Cast to the cache dtype, refusing values it cannot hold (float16 overflows to inf above 65504)."""
+    limit = float(np.finfo(dtype).max)
+    peak = float(np.abs(volume).max())
+    if peak > limit:
+        raise DataError(f"{origin}: values up to {peak:.3g} after normalisation exceed {dtype}'s range "
+                        f"(+-{limit:.5g}); normalise the intensities (e.g. --normalize zscore) or use "
+                        "--storage-dtype float32")
+    return volume.astype(dtype)
 
 
 def preprocess_file(path: Path, config: PreprocessConfig) -> np.ndarray:

@@ -78,33 +78,50 @@ def check_unique_ids(samples: Sequence[Sample]) -> None:
         seen[s.sample_id] = s.origin
 
 
+def read_csv_rows(csv_path: Path, *, required: Sequence[str], hint: str = "") -> list[tuple[int, dict]]:
+    """(line number, row) of a CSV, header checked; blank rows skipped; a BOM (Excel's UTF-8) accepted."""
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: manifest not found")
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            reader.fieldnames = columns
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise DataError(f"{csv_path}: missing required column(s) {missing}; found {columns}"
+                                + ("" if "path" in missing else hint))
+            rows = [(reader.line_num, row) for row in reader
+                    if any((v or "").strip() for v in row.values() if isinstance(v, str))]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{csv_path}: not UTF-8 text ({exc})") from exc
+    if not rows:
+        raise DataError(f"{csv_path}: the manifest has no rows")
+    return rows
+
+
+def resolve_path(path: Path, *, origin: str) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise DataError(f"{origin}: {path}: cannot be resolved ({exc})") from exc
+
+
 def read_manifest(csv_path: Path, *, label_column: str, classes: Sequence[str] | None = None) -> Source:
     """A CSV with `path` and a label column (required), `subject_id` and `split` (optional).
 
     Paths are relative to the CSV's folder. The sample id is the file name without its NIfTI suffix.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: manifest not found")
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [c for c in ("path", label_column) if c not in columns]
-        if missing:
-            raise DataError(
-                f"{csv_path}: missing required column(s) {missing}; found {columns}"
-                + ("" if "path" in missing else " (choose one with --label-column)")
-            )
-        rows = list(reader)
-    if not rows:
-        raise DataError(f"{csv_path}: the manifest has no rows")
+    rows = read_csv_rows(csv_path, required=("path", label_column),
+                         hint=" (choose one with --label-column)")
     samples = []
-    for row_number, row in enumerate(rows, start=2):  # row 1 is the header
+    for row_number, row in rows:
         origin = f"{csv_path.name} row {row_number}"
         rel = (row.get("path") or "").strip()
         if not rel:
             raise DataError(f"{origin}: empty 'path'")
-        path = (csv_path.parent / rel).resolve()
+        path = resolve_path(csv_path.parent / rel, origin=origin)
         if not is_nifti_path(path):
             raise DataError(f"{origin}: '{rel}' is not a .nii or .nii.gz file")
         label = (row.get(label_column) or "").strip()

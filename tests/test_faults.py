@@ -1,0 +1,216 @@
+"""Nothing silently wrong: bad input, kills at every write, and reports that must refuse."""
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import fake_record, write_nifti
+
+from common.data.dataset import prepare_dataset
+from common.data.preprocess import PreprocessConfig, preprocess_file
+from common.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = PreprocessConfig(shape=(8, 8, 8), normalize="zscore")
+
+
+def head(scale: float, shape=(12, 12, 12)) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    data = np.full(shape, 0.05, np.float64)
+    data[3:9, 3:9, 3:9] = 1 + 0.1 * rng.normal(size=(6, 6, 6))
+    return data * scale
+
+
+# ---- preprocessing ------------------------------------------------------------------------------
+def test_values_beyond_float16_are_refused_not_cached_as_inf(tmp_path):
+    path = write_nifti(tmp_path / "big.nii.gz", head(1e5))
+    with pytest.raises(DataError, match=r"big.nii.gz: values up to 1.\d+e\+05 .* exceed float16.s range"):
+        preprocess_file(path, PreprocessConfig(shape=(8, 8, 8), normalize="none"))
+    out = preprocess_file(path, PreprocessConfig(shape=(8, 8, 8), normalize="none", dtype="float32"))
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e25, 5e35])
+def test_large_finite_intensities_normalise_like_small_ones(tmp_path, scale):
+    path = tmp_path / "v.nii"
+    nib.save(nib.Nifti1Image(head(scale).astype(np.float32), np.eye(4)), path)
+    out = preprocess_file(path, PreprocessConfig(shape=(12, 12, 12), normalize="zscore", dtype="float32"))
+    reference = preprocess_file(write_nifti(tmp_path / "r.nii.gz", head(1.0)),
+                                PreprocessConfig(shape=(12, 12, 12), normalize="zscore", dtype="float32"))
+    assert np.allclose(out, reference, atol=1e-3)
+
+
+def test_complex_images_are_refused_by_name(tmp_path):
+    path = tmp_path / "c.nii.gz"
+    nib.save(nib.Nifti1Image((head(1.0) + 1j).astype(np.complex64), np.eye(4)), path)
+    with pytest.raises(DataError, match="c.nii.gz: complex-valued image"):
+        preprocess_file(path, TINY)
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_a_header_declaring_a_huge_volume_is_refused_before_reading(tmp_path, name, monkeypatch):
+    header = nib.Nifti1Header()
+    header.set_data_shape((800, 800, 800))
+    header.set_data_dtype(np.float32)
+    header.set_qform(np.eye(4), code=1)
+    raw = header.binaryblock + b"\0" * 4 + np.ones(600, np.float32).tobytes()  # 2.7 kB
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    with pytest.raises(DataError, match="header declares .* over the limit"):
+        preprocess_file(path, TINY)
+    monkeypatch.setenv("VOLCLS_MAX_VOXELS", str(10**9))
+    with pytest.raises(DataError, match=r"file holds [\d,]+: truncated or a corrupt header"):
+        preprocess_file(path, TINY)
+
+
+def test_misnamed_and_unreadable_paths_get_the_right_message(tmp_path):
+    write_nifti(tmp_path / "real.nii.gz", head(1.0))
+    (tmp_path / "gz_named.nii").write_bytes((tmp_path / "real.nii.gz").read_bytes())
+    with pytest.raises(DataError, match="gz_named.nii: is gzip-compressed but named .nii"):
+        preprocess_file(tmp_path / "gz_named.nii", TINY)
+    (tmp_path / "folder.nii.gz").mkdir()
+    with pytest.raises(DataError, match="folder.nii.gz: is a directory"):
+        preprocess_file(tmp_path / "folder.nii.gz", TINY)
+    os.symlink(tmp_path / "loop_b.nii.gz", tmp_path / "loop_a.nii.gz")
+    os.symlink(tmp_path / "loop_a.nii.gz", tmp_path / "loop_b.nii.gz")
+    with pytest.raises(DataError, match="loop_a.nii.gz: cannot be read"):
+        preprocess_file(tmp_path / "loop_a.nii.gz", TINY)
+
+
+def test_a_class_without_samples_is_refused(make_manifest, cache_root):
+    manifest = make_manifest(n_subjects=12)
+    with pytest.raises(DataError, match=r"class\(es\) \['c'\] have no samples in the train split"):
+        prepare_dataset(manifest, label_column="label", classes=["a", "b", "c"], preprocess=TINY,
+                        cache_root=cache_root, progress=False)
+
+
+def test_excel_manifest_with_bom_and_blank_rows(make_manifest, cache_root):
+    manifest = make_manifest(n_subjects=12)
+    text = manifest.read_text()
+    manifest.write_bytes(b"\xef\xbb\xbf" + text.encode() + b",,\n\n")
+    dataset = prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+    assert sum(len(dataset.split(s)) for s in ("train", "val", "test")) == 12
+    lines = text.splitlines()
+    manifest.write_text("\n".join([lines[0], lines[1], ",sub99,a", *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match="labels.csv row 3: empty 'path'"):
+        prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+
+
+def test_interrupted_cache_builds_are_cleaned_up(make_manifest, cache_root):
+    from common.data.cache import remove_stale_builds
+
+    manifest = make_manifest(n_subjects=12)
+    volumes = cache_root / "volumes"
+    (volumes / ".abc123-999999999-x1").mkdir(parents=True)  # a build whose process is gone
+    (volumes / f".abc123-{os.getpid()}-x2").mkdir()  # one still running (ours)
+    prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+    assert not (volumes / ".abc123-999999999-x1").exists()
+    assert (volumes / f".abc123-{os.getpid()}-x2").exists()
+    assert remove_stale_builds(volumes) == []
+
+
+# ---- kills at every write of the epoch's end (transformer) ------------------------------------------
+def _vit(args, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "tf_transformer", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after_model_save", "after_state_save", "after_resume_record", "after_history",
+                                   "after_predictions"])
+def test_a_kill_at_any_write_is_finished_by_the_same_command(make_manifest, cache_root, tmp_path, point):
+    from common.runs.record import read_record
+    from common.runs.rundir import read_history, read_predictions
+
+    manifest = make_manifest(n_subjects=14)
+    run_dir = tmp_path / "run"
+    args = ["train", "--data", str(manifest), "--label-column", "label", "--shape", "16", "16", "16", "--preset",
+            "tiny", "--batch-size", "4", "--epochs", "2", "--cache-dir", str(cache_root), "--run-dir", str(run_dir),
+            "--workers", "1", "--quiet", "--precision", "fp32"]
+    killed = _vit(args, {"VOLCLS_KILL_AT": point})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    finished = _vit(args)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert [r["epoch"] for r in read_history(run_dir)] == [1, 2]
+    assert read_record(run_dir).outcome.epochs_run == 2
+    assert set(read_predictions(run_dir).split) == {"val", "test"}
+    assert sorted(p.name for p in run_dir.glob("state-*")) == ["state-0002.npz"]
+    assert not list(run_dir.glob(".*.tmp*"))  # no temporary file left
+
+
+# ---- reports that must refuse ---------------------------------------------------------------------
+def _run(run_dir, *, y_flip=False, **record):
+    from common.runs.record import write_record
+    from common.runs.rundir import write_predictions
+
+    ids = [f"t{i}" for i in range(10)]
+    y = np.arange(10) % 2
+    if y_flip:
+        y = y.copy()
+        y[:3] = 1 - y[:3]
+    probs = np.tile([0.3, 0.7], (10, 1))
+    write_predictions(run_dir, classes=["neg", "pos"], split=["test"] * 10, sample_ids=ids, subject_ids=ids,
+                      y_true=y, probabilities=probs)
+    write_record(run_dir, fake_record(**record))
+    return run_dir
+
+
+def test_report_refuses_runs_on_other_data(tmp_path):
+    from common.evaluation.report import build_report
+
+    a = _run(tmp_path / "a", model="tf_transformer")
+    b = _run(tmp_path / "b", data_hash="e" * 20)
+    with pytest.raises(DataError, match="different data: data hash"):
+        build_report([a, b], tmp_path / "out", n_resamples=10)
+    c = _run(tmp_path / "c", y_flip=True)
+    with pytest.raises(DataError, match=r"disagree on the true class of 3 test sample\(s\), e.g. \['t0', 't1', 't2'\]"):
+        build_report([a, c], tmp_path / "out", n_resamples=10)
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_equal_models_are_reported_as_equal(tmp_path):
+    from common.evaluation.report import build_report
+
+    a = _run(tmp_path / "a", model="tf_transformer")
+    b = _run(tmp_path / "b")
+    text = build_report([a, b], tmp_path / "out", n_resamples=10).read_text()
+    assert "accuracy equals Transformer's" in text and "equal than" not in text
+    assert "McNemar" in next(line for line in text.splitlines() if "accuracy equals" in line
+                             and "balanced" not in line)
+
+
+# ---- predict ---------------------------------------------------------------------------------------
+def test_predict_inputs(tmp_path, capsys):
+    from common.data.inference import _input_paths, sample_ids_of
+    from torch_resnet.cli import main
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    a, b = write_nifti(tmp_path / "x" / "s.nii.gz", head(1.0)), write_nifti(tmp_path / "y" / "s.nii.gz", head(1.0))
+    assert sample_ids_of([a, b]) == ["x/s", "y/s"]
+    assert sample_ids_of([a]) == ["s"]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nx/s.nii.gz,a\n,b\n")
+    with pytest.raises(DataError, match="m.csv row 3: empty 'path'"):
+        _input_paths(None, manifest)
+    assert main(["predict", "--run-dir", str(tmp_path), "--out", str(tmp_path / "x"), str(a)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'x'}: is a directory" in err
+
+
+def test_unsafe_keras_file_is_refused_with_one_line(tmp_path):
+    import keras
+
+    from tf_transformer.predict import load_selected_model
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(DataError, match="model.keras: refused by Keras' safe mode"):
+        load_selected_model(tmp_path / "model.keras")
