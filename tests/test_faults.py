@@ -214,3 +214,17 @@ def test_unsafe_keras_file_is_refused_with_one_line(tmp_path):
     model.save(tmp_path / "model.keras")
     with pytest.raises(DataError, match="model.keras: refused by Keras' safe mode"):
         load_selected_model(tmp_path / "model.keras")
+
+
+def test_runs_that_did_not_learn_are_flagged(tmp_path):
+    from common.evaluation.metrics import learning_failure
+    from common.evaluation.report import build_report
+
+    single = _run(tmp_path / "a", model="tf_transformer")  # every test prediction is 'pos'
+    text = build_report([single], tmp_path / "out", n_resamples=50).read_text()
+    assert '<span style="color:#c00">**Warning — Transformer did not learn:** every prediction is class #1' in text
+    assert "color:#c00" in (tmp_path / "out" / "report.html").read_text()
+    good = {"confusion_matrix": [[18, 2], [1, 19]], "balanced_accuracy": 0.925, "ci95": {"balanced_accuracy": [0.85, 0.98]}}
+    chance = {**good, "balanced_accuracy": 0.6, "ci95": {"balanced_accuracy": [0.45, 0.75]}}
+    assert learning_failure(good) is None
+    assert "includes chance (0.500)" in learning_failure(chance)

@@ -86,6 +86,21 @@ def compute_metrics(predictions: Predictions, *, n_resamples: int = 1000, seed: 
     return result
 
 
+def learning_failure(metrics: dict) -> str | None:
+    """Why a split's predictions show no learning, or None: every prediction one class, or a balanced
+    accuracy whose 95 % CI reaches chance (1 / number of classes)."""
+    matrix = np.asarray(metrics["confusion_matrix"])
+    k = len(matrix)
+    predicted = np.flatnonzero(matrix.sum(axis=0))
+    if len(predicted) == 1:
+        return f"every prediction is class #{predicted[0]} (a single class)"
+    low = metrics["ci95"]["balanced_accuracy"][0]
+    if np.isfinite(low) and low <= 1 / k:
+        return (f"balanced accuracy {metrics['balanced_accuracy']:.3f} has a 95 % CI down to {low:.3f}, "
+                f"which includes chance ({1 / k:.3f})")
+    return None
+
+
 def _renormalised(probabilities: np.ndarray) -> np.ndarray:
     """Clip away exact zeros and undo the rounding of predictions.csv, so log loss stays finite."""
     clipped = np.clip(probabilities, 1e-7, 1.0)

@@ -17,7 +17,7 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.data.sources import is_medmnist_file
 from common.errors import DataError
-from common.evaluation.metrics import compute_metrics
+from common.evaluation.metrics import compute_metrics, learning_failure
 from common.evaluation.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
 from common.runs.record import RunRecord, is_run_dir, read_record
 from common.runs.rundir import Predictions, read_history, read_predictions
@@ -171,8 +171,22 @@ def data_credit(data) -> str | None:
     return f"{named}." if named else None
 
 
+def learning_warnings(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> list[str]:
+    """A red line per run whose test predictions show no learning (common.evaluation.metrics.learning_failure)."""
+    out = []
+    for run in runs:
+        failure = learning_failure(metrics[run.label]["test"])
+        if failure:
+            out.append(f'<span style="color:#c00">**Warning — {run.label} did not learn:** {failure}. '
+                       "Its numbers below measure a failed training, not the model.</span>")
+    return out
+
+
 def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> str:
-    lines = ["## Metrics", "", "Point estimate with its seeded bootstrap 95 % CI (1000 resamples) where given.", ""]
+    lines = ["## Metrics", ""]
+    for warning in learning_warnings(runs, metrics):
+        lines += [warning, ""]
+    lines += ["Point estimate with its seeded bootstrap 95 % CI (1000 resamples) where given.", ""]
     for split in ("val", "test"):
         present = [r for r in runs if split in metrics[r.label]]
         if not present:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +30,7 @@ from common.atomic import atomic_write_text
 from common.data.batches import EpochBatches, balanced_class_weights
 from common.data.dataset import PreparedDataset
 from common.errors import ConfigError
-from common.evaluation.metrics import score_run
+from common.evaluation.metrics import learning_failure, score_run
 from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.faults import kill_after_steps, kill_point, maybe_kill
 from common.runs.lock import LOCK_FILE, RunLock
@@ -377,5 +378,9 @@ class _Loop:
                 m = metrics[name]
                 print(f"{name}: accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
                       f"AUC {m['roc_auc']:.3f}  log loss {m['log_loss']:.3f}  (n={m['n']})")
+        failure = learning_failure(metrics["test"]) if "test" in metrics else None
+        if failure:
+            print(f"warning: this run shows no learning on test: {failure}; see the history "
+                  f"(lower --lr, more --epochs?)", file=sys.stderr)
         print(f"run directory: {self.run_dir}")
         return metrics
