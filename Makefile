@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Training / report options, e.g. make train-resnet ARGS="--data ../shared/data/medmnist/adrenalmnist3d.npz --shape 28 28 28"
 ARGS ?=
 
-.PHONY: setup test test-fast lint train-resnet train-vit report bench bench-quick prepare clean
+.PHONY: setup test test-fast lint train-resnet train-vit report cv bench bench-quick prepare clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ train-vit: setup
 
 report: setup
 	$(PY) -m common report $(ARGS)
+
+cv: setup
+	$(PY) -m common cv $(ARGS)
 
 # Benchmarks: each package measures itself into one JSON folder; common renders the folder.
 BENCH_DIR ?= .cache/bench

@@ -32,16 +32,33 @@ def main(argv=None) -> int:
     score.add_argument("run_dirs", nargs="+", type=Path)
     score.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     score.add_argument("--no-plots", action="store_true")
-    report = sub.add_parser("report", help="compare run directories in reports/<name>/report.md and report.html")
+    cv = sub.add_parser("cv", help="cross-validation: every (model, fold, seed) as a run, under cv/<name>/; "
+                                   "other options (data, training) are passed to both trainers")
+    from common.runs.cv import add_cv_arguments
+
+    add_cv_arguments(cv)
+    report = sub.add_parser("report", help="compare run directories (or report a cv/<name> folder) in "
+                                           "reports/<name>/report.md and report.html")
     from common.evaluation.report import add_report_arguments
 
     add_report_arguments(report)
-    args = parser.parse_args(argv)
-    return run_command(lambda: _run(args))
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and args.command != "cv":
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    return run_command(lambda: _run(args, passthrough))
 
 
-def _run(args: argparse.Namespace) -> None:
-    if args.command == "prepare":
+def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
+    if args.command == "cv":
+        from common.runs.cv import plan_from_args, run_cv
+
+        root = args.cv_root / args.name
+        run_cv(root, plan_from_args(args, passthrough), parallel=args.parallel)
+        from common.evaluation.cv_report import build_cv_report
+
+        path = build_cv_report(root, root / "report")
+        print(f"report: {path}  (and {path.with_suffix('.html')})")
+    elif args.command == "prepare":
         _print_counts(dataset_for(from_namespace(DataConfig, args)))
     elif args.command == "score":
         if args.bootstrap < 1:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from common.data.inference import load_inputs, write_probabilities
 from common.errors import ConfigError
-from common.runs.record import read_record
+from common.runs.record import ensemble_members
 from tf_transformer.train import MODEL, MODEL_FILE, predict_probabilities
 
 
@@ -27,12 +28,14 @@ def load_selected_model(path: Path) -> keras.Model:
 
 def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | None, out: Path, *,
                   batch_size: int = 4, workers: int = 1) -> Path:
-    """The run's preprocessing and weights; the precision policy travels inside model.keras."""
-    record = read_record(run_dir)
-    if record.model != MODEL:
-        raise ConfigError(f"--run-dir {run_dir}: this run was trained by {record.model}; "
-                          f"use python -m {record.model} predict")
-    model = load_selected_model(Path(run_dir) / MODEL_FILE)
-    sample_ids, volumes = load_inputs(inputs, manifest, record.data.preprocess, workers=workers)
-    probabilities = predict_probabilities(model, volumes, batch_size=batch_size)
-    return write_probabilities(out, sample_ids, list(record.data.classes), probabilities)
+    """The run's preprocessing and weights; the precision policy travels inside model.keras.
+
+    `run_dir` may also be a folder of runs (a cross-validation's cv/<name>/transformer): their class
+    probabilities are averaged (a fold ensemble).
+    """
+    members = ensemble_members(Path(run_dir), MODEL)
+    first = members[0][1]
+    models = [load_selected_model(member_dir / MODEL_FILE) for member_dir, _ in members]
+    sample_ids, volumes = load_inputs(inputs, manifest, first.data.preprocess, workers=workers)
+    probabilities = np.mean([predict_probabilities(m, volumes, batch_size=batch_size) for m in models], axis=0)
+    return write_probabilities(out, sample_ids, list(first.data.classes), probabilities)

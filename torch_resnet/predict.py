@@ -9,7 +9,7 @@ import torch
 
 from common.data.inference import load_inputs, write_probabilities
 from common.errors import ConfigError
-from common.runs.record import read_record
+from common.runs.record import ensemble_members
 from torch_resnet import checkpoints
 from torch_resnet.model import build_resnet
 from torch_resnet.train import MODEL, predict_probabilities
@@ -23,17 +23,26 @@ def inference_device(requested: str) -> torch.device:
 
 def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | None, out: Path, *,
                   batch_size: int = 4, workers: int = 1, device: str = "auto") -> Path:
-    """The run's preprocessing, weights and resolved precision (fp32 on a CPU if it trained in fp16)."""
-    record = read_record(run_dir)
-    if record.model != MODEL:
-        raise ConfigError(f"--run-dir {run_dir}: this run was trained by {record.model}; "
-                          f"use python -m {record.model} predict")
-    payload = checkpoints.load(Path(run_dir) / "model.pt")
-    config = checkpoints.model_config_of(payload)
-    sample_ids, volumes = load_inputs(inputs, manifest, record.data.preprocess, workers=workers)
-    net = build_resnet(config)
-    net.load_state_dict(payload["state_dict"])
+    """The run's preprocessing, weights and resolved precision (fp32 on a CPU if it trained in fp16).
+
+    `run_dir` may also be a folder of runs (a cross-validation's cv/<name>/resnet): their class
+    probabilities are averaged (a fold ensemble).
+    """
+    members = ensemble_members(Path(run_dir), MODEL)
+    first = members[0][1]
     torch_device = inference_device(device)
+    sample_ids, volumes = load_inputs(inputs, manifest, first.data.preprocess, workers=workers)
+    total = None
+    for member_dir, record in members:
+        probabilities = _predict_one(member_dir, record, volumes.astype(np.float32), batch_size, torch_device)
+        total = probabilities if total is None else total + probabilities
+    return write_probabilities(out, sample_ids, list(first.data.classes), total / len(members))
+
+
+def _predict_one(run_dir: Path, record, volumes: np.ndarray, batch_size: int, torch_device: torch.device):
+    payload = checkpoints.load(Path(run_dir) / "model.pt")
+    net = build_resnet(checkpoints.model_config_of(payload))
+    net.load_state_dict(payload["state_dict"])
     net.to(torch_device)
     channels_last = bool(record.options.get("channels_last", False))  # the layout it trained in
     if channels_last:
@@ -41,7 +50,5 @@ def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | Non
     precision = record.precision.resolved
     if precision == "fp16" and torch_device.type == "cpu":
         precision = "fp32"  # fp16 autocast is a GPU mode
-    probabilities = predict_probabilities(net, volumes.astype(np.float32), batch_size=batch_size,
-                                          precision=precision, device=torch_device,
-                                          channels_last=channels_last)
-    return write_probabilities(out, sample_ids, list(record.data.classes), probabilities)
+    return predict_probabilities(net, volumes, batch_size=batch_size, precision=precision, device=torch_device,
+                                 channels_last=channels_last)

@@ -370,5 +370,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report_from_args(args: argparse.Namespace) -> Path:
+    from common.evaluation.cv_report import build_cv_report, is_cv_folder
+
+    if len(args.run_dirs) == 1 and is_cv_folder(args.run_dirs[0]):
+        out_dir = args.run_dirs[0] / "report" if args.name == "latest" else args.out_root / args.name
+        return build_cv_report(args.run_dirs[0], out_dir, n_resamples=args.bootstrap,
+                               title=args.title if args.title != "Model comparison" else "Cross-validation")
     run_dirs = args.run_dirs or find_latest_runs(args.runs_root)
     return build_report(run_dirs, args.out_root / args.name, title=args.title, n_resamples=args.bootstrap)

@@ -19,7 +19,12 @@ from common.runs.typed import add_arguments, from_namespace
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad option ends with one `error: ...` line and exit code 2."""
+    """argparse, but a bad option ends with one `error: ...` line and exit code 2, and no abbreviations
+    (`--seed` must not silently mean `--seeds`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)

@@ -1,0 +1,196 @@
+"""The report of a cross-validation (`python -m common report cv/<name>`): how sure we are.
+
+- per fold x seed test metrics and their mean +- sd;
+- pooled out-of-fold predictions (each sample predicted by the models that never saw it, averaged
+  over seeds) with bootstrap CIs, confusion matrix, ROC and reliability;
+- the two models compared across folds with the corrected resampled t-test (Nadeau & Bengio 2003)
+  and on the pooled predictions with McNemar's test and paired bootstrap CIs;
+- the seed-to-seed spread: how much a rerun moves the cross-validated result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from common.atomic import atomic_write_text
+from common.errors import DataError
+from common.evaluation.metrics import compute_metrics
+from common.evaluation.report import (
+    SUMMARY_METRICS,
+    Run,
+    _fmt,
+    _with_ci,
+    comparison_sentences,
+    data_section,
+    learning_warnings,
+    to_html,
+    write_figures,
+)
+from common.runs.cv import MODEL_COMMANDS, read_plan
+from common.runs.record import read_record
+from common.runs.rundir import Predictions, read_predictions
+
+MODEL_TITLES = {"resnet": "ResNet", "transformer": "Transformer"}
+
+
+def corrected_resampled_t_test(differences: np.ndarray, test_train_ratio: float) -> dict:
+    """Nadeau & Bengio (2003): the variance of k-fold differences is inflated by 1/k + n_test/n_train,
+    because the training sets overlap; plain paired t-tests on folds are far too confident."""
+    d = np.asarray(differences, dtype=float)
+    k = len(d)
+    variance = d.var(ddof=1) if k > 1 else 0.0
+    if k < 2 or variance == 0:
+        return {"mean": float(d.mean()), "t": float("nan"), "p_value": float("nan"), "df": k - 1}
+    t = d.mean() / np.sqrt((1 / k + test_train_ratio) * variance)
+    return {"mean": float(d.mean()), "t": float(t), "p_value": float(2 * stats.t.sf(abs(t), k - 1)), "df": k - 1}
+
+
+class CVModel:
+    """One model's runs of a cross-validation: their test metrics and the pooled out-of-fold predictions."""
+
+    def __init__(self, root: Path, plan, model: str):
+        self.name, self.label = model, MODEL_TITLES[model]
+        self.runs = {}  # (fold, seed) -> (record, test Predictions)
+        for fold in range(plan.folds):
+            for seed in plan.seeds:
+                run_dir = plan.run_dir(root, model, fold, seed)
+                record = read_record(run_dir)
+                if record.outcome is None:
+                    raise DataError(f"{run_dir}: unfinished; rerun the cv command to finish it")
+                self.runs[(fold, seed)] = (record, read_predictions(run_dir).select("test"))
+        self.metrics = {key: compute_metrics(pred, n_resamples=1) for key, (_, pred) in self.runs.items()}
+        self.pooled = self._pool(plan)
+
+    def _pool(self, plan) -> Predictions:
+        """Each sample's test probabilities averaged over seeds (it is in exactly one test fold)."""
+        first = next(iter(self.runs.values()))[1]
+        by_sample: dict[str, list] = {}
+        truth, subject = {}, {}
+        for (fold, _), (_, pred) in self.runs.items():
+            for i, sample in enumerate(pred.sample_ids):
+                by_sample.setdefault(sample, []).append((fold, pred.probabilities[i]))
+                truth[sample], subject[sample] = pred.y_true[i], pred.subject_ids[i]
+        for sample, entries in by_sample.items():
+            if len({fold for fold, _ in entries}) != 1 or len(entries) != len(plan.seeds):
+                raise DataError(f"sample {sample} is in the test set of folds {sorted({f for f, _ in entries})}: "
+                                "the folds do not partition the data")
+        ids = sorted(by_sample)
+        probabilities = np.array([np.mean([p for _, p in by_sample[s]], axis=0) for s in ids])
+        return Predictions(first.path, first.classes, ids, [subject[s] for s in ids], np.array(["test"] * len(ids)),
+                           np.array([truth[s] for s in ids]), probabilities.argmax(1), probabilities)
+
+    def fold_means(self, metric: str, folds: int) -> np.ndarray:
+        """(folds,) the metric per fold, averaged over seeds."""
+        return np.array([np.mean([m[metric] for (f, _), m in self.metrics.items() if f == fold])
+                         for fold in range(folds)])
+
+    def seed_spread(self, metric: str, seeds) -> float | None:
+        """sd across seeds of the fold-averaged metric: how much a rerun with another seed moves it."""
+        if len(seeds) < 2:
+            return None
+        per_seed = [np.mean([m[metric] for (_, s), m in self.metrics.items() if s == seed]) for seed in seeds]
+        return float(np.std(per_seed, ddof=1))
+
+    def as_run(self, root: Path) -> Run:
+        """The pooled predictions as a report Run; its record's class counts are those of the pooled set."""
+        record = next(iter(self.runs.values()))[0]
+        classes = list(record.data.classes)
+        counts = {"pooled test folds": {c: int((self.pooled.y_true == i).sum()) for i, c in enumerate(classes)}}
+        record = replace(record, data=replace(record.data, class_counts=counts))
+        return Run(root / self.name, self.label, record, self.pooled, [])
+
+
+def _mean_sd(values) -> str:
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+
+
+def build_cv_report(root: Path, out_dir: Path, *, title: str = "Cross-validation", n_resamples: int = 1000) -> Path:
+    root = Path(root)
+    plan = read_plan(root)
+    models = [CVModel(root, plan, m) for m in plan.models]
+    hashes = {r.data.data_hash for m in models for r, _ in m.runs.values()}
+    if len(hashes) != 1:
+        raise DataError(f"{root}: runs on different data (data hashes {sorted(hashes)})")
+    pooled_runs = [m.as_run(root) for m in models]
+    pooled_metrics = {r.label: {"test": compute_metrics(r.predictions, n_resamples=n_resamples)} for r in pooled_runs}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from common.evaluation.stats import reliability_bins
+
+    calibration = {r.label: reliability_bins(r.predictions.y_true, r.predictions.probabilities) for r in pooled_runs}
+    figures = write_figures(out_dir, pooled_runs, pooled_metrics, calibration)
+    first_record = next(iter(models[0].runs.values()))[0]
+    parts = [f"# {title}", "",
+             f"{plan.folds}-fold cross-validation (subject-grouped, stratified; in each fold the test fold is held "
+             f"out and val is carved from the rest), seeds {list(plan.seeds)}, models "
+             f"{', '.join(m.label for m in models)}: {len(models) * plan.folds * len(plan.seeds)} runs under `{root}`. "
+             "Selection on val only; each test fold touched once per run.", "",
+             f"Trainer options: `{' '.join(plan.common_args) or '(defaults)'}`"
+             + "".join(f"; {MODEL_TITLES[m]} only: `{' '.join(a)}`" for m, a in plan.model_args.items() if a), "",
+             data_section(pooled_runs).replace(f"split hash `{first_record.data.split_hash}` "
+                                               f"({first_record.data.split_method})", "one split per fold"), ""]
+    parts += ["## Per fold and seed (test)", "",
+              "| model | fold | seed | " + " | ".join(t for _, t in SUMMARY_METRICS) + " | n test |",
+              "|---" * (len(SUMMARY_METRICS) + 4) + "|"]
+    for m in models:
+        for (fold, seed), metrics in sorted(m.metrics.items()):
+            parts.append(f"| {m.label} | {fold} | {seed} | " + " | ".join(_fmt(metrics[k]) for k, _ in SUMMARY_METRICS)
+                         + f" | {metrics['n']} |")
+    parts += ["", "## Mean ± sd over folds × seeds (test)", "",
+              "| metric | " + " | ".join(m.label for m in models) + " |", "|---" * (len(models) + 1) + "|"]
+    for key, name in SUMMARY_METRICS:
+        parts.append(f"| {name} | " + " | ".join(_mean_sd([x[key] for x in m.metrics.values()]) for m in models) + " |")
+    parts += ["", "## Pooled out-of-fold predictions", "",
+              f"Each of the {len(pooled_runs[0].predictions)} samples predicted by the models of the fold that held it "
+              "out, probabilities averaged over seeds; seeded bootstrap 95 % CIs.", ""]
+    parts += learning_warnings(pooled_runs, pooled_metrics)
+    parts += ["| metric | " + " | ".join(r.label for r in pooled_runs) + " |", "|---" * (len(pooled_runs) + 1) + "|"]
+    for key, name in SUMMARY_METRICS:
+        parts.append(f"| {name} | " + " | ".join(_with_ci(pooled_metrics[r.label]["test"], key)
+                                                 for r in pooled_runs) + " |")
+    parts += ["", "## How much a rerun moves the result", ""]
+    if len(plan.seeds) < 2:
+        parts.append("One seed per fold: rerun with `--seeds 0 1 2` to measure the seed-to-seed spread.")
+    for m in models:
+        spread = m.seed_spread("balanced_accuracy", plan.seeds)
+        if spread is not None:
+            parts.append(f"- {m.label}: the fold-averaged balanced accuracy has an sd of {spread:.3f} across "
+                         f"{len(plan.seeds)} seeds; AUC {m.seed_spread('roc_auc', plan.seeds):.3f}.")
+    if len(models) == 2:
+        parts += ["", "## Is the difference real?", ""]
+        a, b = models
+        ratios = [sum(r.data.class_counts["test"].values()) / sum(r.data.class_counts["train"].values())
+                  for r, _ in a.runs.values()]
+        for key, name in (("balanced_accuracy", "balanced accuracy"), ("roc_auc", "ROC AUC")):
+            test = corrected_resampled_t_test(b.fold_means(key, plan.folds) - a.fold_means(key, plan.folds),
+                                              float(np.mean(ratios)))
+            verdict = ("significant at 0.05" if test["p_value"] < 0.05 else "not significant") \
+                if np.isfinite(test["p_value"]) else "undefined (no variation across folds)"
+            parts.append(f"- Across the {plan.folds} folds, {b.label}'s {name} is "
+                         f"{'higher' if test['mean'] > 0 else 'lower' if test['mean'] < 0 else 'equal'} than "
+                         f"{a.label}'s by {abs(test['mean']):.3f} on average; corrected resampled t-test "
+                         f"(Nadeau & Bengio 2003) t = {_fmt(test['t'], 2)}, df = {test['df']}, "
+                         f"p = {_fmt(test['p_value'], 3)}: {verdict}.")
+        parts += [f"- On the pooled out-of-fold predictions: {s}" for s in
+                  comparison_sentences(pooled_runs[0], pooled_runs[1], n_resamples=n_resamples)]
+    parts += ["", "## Figures (pooled out-of-fold predictions)", ""]
+    for caption, path in figures.items():
+        parts += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
+    text = "\n".join(parts) + "\n"
+    atomic_write_text(out_dir / "report.md", text)
+    atomic_write_text(out_dir / "report.html", to_html(text, out_dir, title))
+    return out_dir / "report.md"
+
+
+def is_cv_folder(path: Path) -> bool:
+    return (Path(path) / "plan.json").is_file()
+
+
+__all__ = ["MODEL_COMMANDS", "build_cv_report", "corrected_resampled_t_test", "is_cv_folder"]

@@ -1,0 +1,157 @@
+"""`python -m common cv`: every (model, fold, seed) as an ordinary run directory, then one report.
+
+    cv/<name>/plan.json                       the command's settings; a rerun with other settings is refused
+    cv/<name>/<model>/fold<i>-seed<s>/        an ordinary run directory (identity-checked by its trainer)
+
+This module is the one place in `common` that starts the trainers: it runs `python -m torch_resnet
+train` / `python -m tf_transformer train` as subprocesses (their packages are named in
+common.runs.record.MODEL_PACKAGES) and never imports them. Rerunning the same command skips finished
+runs and resumes an interrupted one (the trainers resume by themselves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common.atomic import atomic_write_text
+from common.errors import ConfigError
+from common.runs.record import is_run_dir, read_record
+
+MODEL_COMMANDS = {"resnet": "torch_resnet", "transformer": "tf_transformer"}  # --models name -> package
+PLAN_FILE = "plan.json"
+# Options the plan sets itself: passing them through would break the fold / seed / run-dir layout.
+RESERVED = ("--folds", "--fold", "--seed", "--run-dir", "--runs-root")
+
+
+@dataclass(frozen=True)
+class CVPlan:
+    models: tuple[str, ...]
+    folds: int
+    seeds: tuple[int, ...]
+    common_args: tuple[str, ...]  # data and training options for every trainer
+    model_args: dict  # model -> its own extra options
+
+    def run_dir(self, root: Path, model: str, fold: int, seed: int) -> Path:
+        return root / model / f"fold{fold}-seed{seed}"
+
+    def jobs(self, root: Path) -> list[tuple[str, int, int, Path]]:
+        return [(m, f, s, self.run_dir(root, m, f, s)) for m in self.models for f in range(self.folds)
+                for s in self.seeds]
+
+    def command(self, model: str, fold: int, seed: int, run_dir: Path, *, threads: int = 0) -> list[str]:
+        return [sys.executable, "-m", MODEL_COMMANDS[model], "train", *self.common_args,
+                *self.model_args.get(model, ()), "--folds", str(self.folds), "--fold", str(fold),
+                "--seed", str(seed), "--run-dir", str(run_dir), "--quiet",
+                *(["--threads", str(threads)] if threads else [])]
+
+
+def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", choices=sorted(MODEL_COMMANDS), default=sorted(MODEL_COMMANDS))
+    parser.add_argument("--folds", type=int, default=5, help="subject-grouped stratified folds (default: 5)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    parser.add_argument("--name", required=True, help="cv/<name>/ holds the runs")
+    parser.add_argument("--cv-root", type=Path, default=Path("cv"))
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="runs at once; CPU threads are split between them, and GPUs given by "
+                             "CUDA_VISIBLE_DEVICES are assigned one per run (default: 1)")
+    parser.add_argument("--resnet-args", default="", help="extra options for the ResNet only (one quoted string)")
+    parser.add_argument("--transformer-args", default="", help="extra options for the transformer only")
+
+
+def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
+    if args.folds < 2:
+        raise ConfigError(f"--folds {args.folds}: cross-validation needs at least 2")
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError(f"--seeds {args.seeds}: a seed is listed twice")
+    model_args = {"resnet": tuple(shlex.split(args.resnet_args)),
+                  "transformer": tuple(shlex.split(args.transformer_args))}
+    for option in (*passthrough, *model_args["resnet"], *model_args["transformer"]):
+        if option.split("=")[0] in RESERVED:
+            raise ConfigError(f"{option}: set by cv itself (--folds, --seeds, --name); remove it")
+    return CVPlan(tuple(args.models), args.folds, tuple(args.seeds), tuple(passthrough),
+                  {m: list(model_args[m]) for m in args.models})
+
+
+def claim_plan(root: Path, plan: CVPlan) -> None:
+    """Write plan.json for a new cross-validation; refuse a rerun whose settings differ, naming them."""
+    path = root / PLAN_FILE
+    new = json.loads(json.dumps(asdict(plan)))
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        differences = [f"{k}: {stored.get(k)} -> {new[k]}" for k in new if stored.get(k) != new[k]]
+        if differences:
+            raise ConfigError(f"{root}: this cross-validation was started with other settings "
+                              f"(stored -> requested): {'; '.join(differences)}; use another --name")
+        return
+    atomic_write_text(path, json.dumps(new, indent=1))
+
+
+def read_plan(root: Path) -> CVPlan:
+    path = Path(root) / PLAN_FILE
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: not found ({root} is not a cross-validation folder)") from exc
+    return CVPlan(tuple(values["models"]), values["folds"], tuple(values["seeds"]), tuple(values["common_args"]),
+                  values["model_args"])
+
+
+def is_finished(run_dir: Path) -> bool:
+    return is_run_dir(run_dir) and read_record(run_dir).outcome is not None
+
+
+def run_cv(root: Path, plan: CVPlan, *, parallel: int = 1) -> list[Path]:
+    """Train every job not yet finished, `parallel` at a time; returns the run directories."""
+    claim_plan(root, plan)
+    jobs = plan.jobs(root)
+    todo = [job for job in jobs if not is_finished(job[3])]
+    print(f"cross-validation {root}: {len(jobs)} runs, {len(jobs) - len(todo)} already finished", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else 0
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    running: list[tuple[subprocess.Popen, tuple, object]] = []
+    failures = []
+    for index, job in enumerate(todo):
+        while len(running) >= parallel:
+            failures += _reap(running)
+            time.sleep(0.5)
+        model, fold, seed, run_dir = job
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        log = (run_dir.parent / f"{run_dir.name}.log").open("a")
+        print(f"  {model} fold {fold} seed {seed} -> {run_dir}", flush=True)
+        process = subprocess.Popen(plan.command(model, fold, seed, run_dir, threads=threads), env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        running.append((process, job, log))
+    while running:
+        failures += _reap(running)
+        time.sleep(0.5)
+    if failures:
+        lines = [f"{m} fold {f} seed {s}: exit {code}, log {d.parent / (d.name + '.log')}" for (m, f, s, d), code in
+                 failures]
+        raise ConfigError(f"{len(failures)} of {len(todo)} runs failed:\n  " + "\n  ".join(lines)
+                          + "\nfix the cause and rerun the same command: finished runs are kept")
+    return [job[3] for job in jobs]
+
+
+def _reap(running: list) -> list:
+    failed = []
+    for entry in list(running):
+        process, job, log = entry
+        if process.poll() is not None:
+            log.close()
+            running.remove(entry)
+            if process.returncode != 0:
+                failed.append((job, process.returncode))
+    return failed

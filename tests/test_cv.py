@@ -1,0 +1,70 @@
+"""Cross-validation: every (model, fold, seed) as a run, resumable, refused when changed, one report."""
+
+import numpy as np
+import pytest
+
+from common.errors import ConfigError
+from common.evaluation.cv_report import corrected_resampled_t_test
+
+
+def test_corrected_resampled_t_test_by_hand():
+    d = np.array([0.02, 0.05, -0.01, 0.04, 0.03])
+    result = corrected_resampled_t_test(d, test_train_ratio=0.25)
+    # t = mean / sqrt((1/k + n2/n1) * var): 0.026 / sqrt((0.2 + 0.25) * 0.00053)
+    assert result["t"] == pytest.approx(0.026 / np.sqrt(0.45 * d.var(ddof=1)))
+    assert result["df"] == 4 and 0.1 < result["p_value"] < 0.5
+    naive = d.mean() / np.sqrt(d.var(ddof=1) / 5)
+    assert abs(result["t"]) < abs(naive)  # the correction is more cautious than a plain paired t-test
+    assert np.isnan(corrected_resampled_t_test(np.zeros(3), 0.25)["p_value"])
+
+
+def test_cv_options_the_plan_owns_are_refused(tmp_path):
+    from common.cli import main
+
+    assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--seed", "3"]) == 2  # not --seeds: no abbreviations
+    assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--folds", "1"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys):
+    from common.cli import main
+    from common.runs.record import read_record
+    from common.runs.rundir import read_predictions
+
+    manifest = make_manifest(n_subjects=16)
+    command = ["cv", "--models", "resnet", "transformer", "--folds", "2", "--seeds", "0", "1", "--name", "t",
+               "--cv-root", str(tmp_path / "cv"), "--data", str(manifest), "--label-column", "label",
+               "--shape", "16", "16", "16", "--preset", "tiny", "--epochs", "1", "--batch-size", "4",
+               "--cache-dir", str(cache_root), "--workers", "1", "--precision", "fp32"]
+    assert main(command) == 0
+    root = tmp_path / "cv" / "t"
+    runs = sorted(root.glob("*/fold*-seed*/config.json"))
+    assert len(runs) == 8
+    tests = [set(read_predictions(p.parent).select("test").sample_ids) for p in runs if "resnet" in str(p)]
+    assert len(set().union(*tests)) == 16  # the test folds cover every sample
+    assert read_record(root / "resnet" / "fold1-seed1").training.seed == 1
+    report = (root / "report" / "report.md").read_text()
+    assert "corrected resampled t-test" in report and "Pooled out-of-fold" in report
+    assert "sd of" in report and report.count("| ResNet | ") >= 4
+    capsys.readouterr()
+    assert main(command) == 0  # the same command again: everything finished, nothing retrained
+    assert "8 runs, 8 already finished" in capsys.readouterr().out
+    changed = [*command[:-2], "--precision", "bf16"]
+    assert main(changed) == 2
+    assert "other settings" in capsys.readouterr().err
+    from common.runs.cv import CVPlan, claim_plan
+
+    with pytest.raises(ConfigError):
+        claim_plan(root, CVPlan(("resnet",), 3, (0,), (), {}))
+    # a fold ensemble: the mean of the members' probabilities
+    from torch_resnet.cli import main as resnet_main
+
+    def probabilities(run_dir, out):
+        assert resnet_main(["predict", "--run-dir", str(run_dir), "--manifest", str(manifest), "--out", str(out)]) == 0
+        return np.loadtxt(out, delimiter=",", skiprows=1, usecols=(2, 3))
+
+    members = sorted((root / "resnet").glob("fold*-seed*/"))
+    single = [probabilities(m, tmp_path / f"{m.name}.csv") for m in members if m.is_dir()]
+    ensemble = probabilities(root / "resnet", tmp_path / "ensemble.csv")
+    assert len(single) == 4 and np.allclose(ensemble, np.mean(single, axis=0), atol=1e-5)
