@@ -73,6 +73,10 @@ def test_misnamed_and_unreadable_paths_get_the_right_message(tmp_path):
     (tmp_path / "gz_named.nii").write_bytes((tmp_path / "real.nii.gz").read_bytes())
     with pytest.raises(DataError, match="gz_named.nii: is gzip-compressed but named .nii"):
         preprocess_file(tmp_path / "gz_named.nii", TINY)
+    nib.save(nib.Nifti1Image(head(1.0).astype(np.float32), np.eye(4)), tmp_path / "plain.nii")
+    (tmp_path / "plain_named.nii.gz").write_bytes((tmp_path / "plain.nii").read_bytes())
+    with pytest.raises(DataError, match="plain_named.nii.gz: is an uncompressed NIfTI file named .nii.gz"):
+        preprocess_file(tmp_path / "plain_named.nii.gz", TINY)
     (tmp_path / "folder.nii.gz").mkdir()
     with pytest.raises(DataError, match="folder.nii.gz: is a directory"):
         preprocess_file(tmp_path / "folder.nii.gz", TINY)

@@ -16,10 +16,6 @@ class ResNetConfig:
     # Seed "layers" 2..11 are the ten stages of two blocks; these begin with a Downsample block.
     downsample_layers: tuple[int, ...] = (4, 7, 10)
     hidden_units: int = 256  # the seed's MLP: F -> 256 -> 256 -> N
-    # Initialise each block's last BatchNorm scale to 0, so every residual branch starts silent and the
-    # 20-block network starts as a shallow one (Goyal et al. 2017, "Accurate, large minibatch SGD";
-    # torchvision's zero_init_residual). Off in `seed`, which stays the seed exactly.
-    zero_init_residual: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
@@ -66,7 +62,7 @@ class ResNetConfig:
 
 PRESETS: dict[str, ResNetConfig] = {
     "seed": ResNetConfig(),  # exactly the seed: 32 filters, 192^3, N from the data
-    "small": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64, zero_init_residual=True),  # CPU demo
+    "small": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64),  # CPU demo
     "tiny": ResNetConfig(input_shape=(16, 16, 16), filters=4, hidden_units=16),  # unit tests
 }
 

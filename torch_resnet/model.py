@@ -75,10 +75,6 @@ class ResNet3D(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(config.hidden_units, config.num_classes),
         )
-        if config.zero_init_residual:
-            for module in self.modules():
-                if isinstance(module, ResBlock):
-                    nn.init.zeros_(module.bn2.weight)  # the block starts as ReLU(shortcut): identity on its input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, D, H, W) -> logits (B, N)."""

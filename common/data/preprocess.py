@@ -79,14 +79,15 @@ def _check_file_kind(path: Path) -> None:
         raise DataError(f"{path}: is a directory, not a NIfTI file")
     try:
         with path.open("rb") as f:
-            magic = f.read(2)
+            head = f.read(348)
     except OSError as exc:
         raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from exc
-    gzipped = magic == b"\x1f\x8b"
+    gzipped = head[:2] == b"\x1f\x8b"
+    plain_nifti = len(head) == 348 and head[344:347] in (b"n+1", b"ni1")  # NIfTI-1 magic
     if path.name.endswith(".nii") and gzipped:
         raise DataError(f"{path}: is gzip-compressed but named .nii; rename it to .nii.gz")
-    if path.name.endswith(".nii.gz") and not gzipped:
-        raise DataError(f"{path}: is named .nii.gz but is not gzip-compressed; rename it to .nii")
+    if path.name.endswith(".nii.gz") and plain_nifti:
+        raise DataError(f"{path}: is an uncompressed NIfTI file named .nii.gz; rename it to .nii")
 
 
 def _check_declared_size(path: Path, image) -> None:

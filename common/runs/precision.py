@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 from common.runs.record import PrecisionDecision
 
-# bf16 must beat fp32 by this factor on the probe to be chosen on a CPU: below it, the speed is
-# not worth bf16's rounding (8 significant bits) and the probe's noise could flip the choice.
-CPU_BF16_MIN_SPEEDUP = 1.25
+# bf16 must beat fp32 by this factor on the probe to be chosen on a CPU. bf16 keeps 8 significant
+# bits, and the seed ResNet's residual sums grow through its 20 ReLU-before-add blocks, so small
+# updates are rounded away: on a 2-core AMD EPYC the demo ResNet reached test accuracy 0.56 / 0.63 in
+# bf16 and 1.00 / 1.00 in fp32 (seeds 0 and 1, same everything else). Only a halving of the time
+# is worth that risk; a smaller gain also sits within the probe's noise.
+CPU_BF16_MIN_SPEEDUP = 2.0
 
 
 @dataclass(frozen=True)
