@@ -47,6 +47,13 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     report = (root / "report" / "report.md").read_text()
     assert "corrected resampled t-test" in report and "Pooled out-of-fold" in report
     assert "sd of" in report and report.count("| ResNet | ") >= 4
+    from common.evaluation.summary import SCHEMA, summarise
+
+    summary = summarise([root], n_resamples=20)
+    assert summary["schema"] == SCHEMA and set(summary["models"]) == {"ResNet", "Transformer"}
+    resnet = summary["models"]["ResNet"]
+    assert len(resnet["runs"]) == 4 and resnet["pooled_out_of_fold"]["n"] == 16
+    assert resnet["mean"]["accuracy"] == pytest.approx(np.mean([r["test"]["accuracy"] for r in resnet["runs"]]))
     capsys.readouterr()
     assert main(command) == 0  # the same command again: everything finished, nothing retrained
     assert "8 runs, 8 already finished" in capsys.readouterr().out

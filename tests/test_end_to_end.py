@@ -45,3 +45,10 @@ def test_demo_to_report(tmp_path, monkeypatch):
         val_loss = -np.log(np.clip(val.probabilities[np.arange(len(val)), val.y_true], 1e-7, 1)).mean()
         assert val_loss == pytest.approx(best["val_loss"], abs=1e-4)  # predictions come from the selected model
     assert f"split hash `{records[0].data.split_hash}`" in markdown
+    from common.evaluation.summary import summarise
+
+    summary = summarise(runs, n_resamples=20)
+    assert summary["protocol"] == "single split" and set(summary["models"]) == {"ResNet", "Transformer"}
+    assert summary["models"]["ResNet"]["runs"][0]["test"]["accuracy"] == pytest.approx(
+        skm.accuracy_score(read_predictions(runs[1]).select("test").y_true,
+                           read_predictions(runs[1]).select("test").y_pred))

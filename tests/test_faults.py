@@ -232,3 +232,19 @@ def test_runs_that_did_not_learn_are_flagged(tmp_path):
     chance = {**good, "balanced_accuracy": 0.6, "ci95": {"balanced_accuracy": [0.45, 0.75]}}
     assert learning_failure(good) is None
     assert "includes chance (0.500)" in learning_failure(chance)
+
+
+def test_a_tampered_record_with_a_huge_shape_is_refused_before_allocating(tmp_path, capsys):
+    import json
+
+    from common.runs.record import write_record
+    from torch_resnet.cli import main
+
+    write_record(tmp_path, fake_record())
+    values = json.loads((tmp_path / "config.json").read_text())
+    values["data"]["preprocess"]["shape"] = [1000, 1000, 1000]
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    scan = write_nifti(tmp_path / "scan.nii.gz", head(1.0))
+    assert main(["predict", "--run-dir", str(tmp_path), str(scan), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "1,000,000,000 voxels per volume, over the limit" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()

@@ -23,6 +23,15 @@ RESIZE_MODES = ("fit", "stretch")
 STORAGE_DTYPES = ("float32", "float16")
 
 
+# Largest volume read (voxels): a header declaring more is refused before any allocation.
+# 512^3 float32 is 512 MiB; raise it with VOLCLS_MAX_VOXELS for larger scans.
+DEFAULT_MAX_VOXELS = 512**3
+
+
+def max_voxels() -> int:
+    return int(os.environ.get("VOLCLS_MAX_VOXELS", DEFAULT_MAX_VOXELS))
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     shape: tuple[int, int, int] = DEFAULT_SHAPE  # (D, H, W) of every cached volume; non-cubic allowed
@@ -40,6 +49,9 @@ class PreprocessConfig:
         shape = tuple(int(s) for s in self.shape)
         if len(shape) != 3 or min(shape) < 2:
             raise DataError(f"shape {self.shape}: expected three sizes >= 2 (D H W)")
+        if int(np.prod(shape, dtype=np.int64)) > max_voxels():
+            raise DataError(f"shape {shape}: {int(np.prod(shape, dtype=np.int64)):,} voxels per volume, over the "
+                            f"limit of {max_voxels():,} (set VOLCLS_MAX_VOXELS to allow it)")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
         for name, value, allowed in (
@@ -62,15 +74,6 @@ class PreprocessConfig:
         if self.normalize != "auto":
             return self
         return replace(self, normalize="minmax" if source_kind == "medmnist" else "zscore")
-
-
-# Largest volume read (voxels): a header declaring more is refused before any allocation.
-# 512^3 float32 is 512 MiB; raise it with VOLCLS_MAX_VOXELS for larger scans.
-DEFAULT_MAX_VOXELS = 512**3
-
-
-def max_voxels() -> int:
-    return int(os.environ.get("VOLCLS_MAX_VOXELS", DEFAULT_MAX_VOXELS))
 
 
 def _check_file_kind(path: Path) -> None:

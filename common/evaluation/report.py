@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,9 +317,12 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
             raise DataError(f"{r.path}/predictions.csv: no test predictions")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for r in runs:  # shown relative to the report, so the links hold wherever the command ran
+        r.path = Path(os.path.relpath(r.path.resolve(), out_dir.resolve()))
     calibration = {r.label: reliability_bins(r.split("test").y_true, r.split("test").probabilities) for r in runs}
     figures = write_figures(out_dir, runs, metrics, calibration)
-    parts = [f"# {title}", "", "Runs: " + ", ".join(f"{r.label} `{r.path}`" for r in runs), "", data_section(runs), "",
+    parts = [f"# {title}", "", "Runs (relative to this report): " + ", ".join(f"{r.label} `{r.path}`" for r in runs),
+             "", data_section(runs), "",
              metrics_section(runs, metrics), ""]
     if len(runs) >= 2:
         parts += ["## Is the difference real?", "", "Paired on the same test samples; selection was on val only.", ""]

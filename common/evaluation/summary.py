@@ -1,0 +1,103 @@
+"""`summary.json`: the results of a `results/<dataset>/` folder in one schema a program can check.
+
+    python -m common.evaluation.summary RUN_DIR... | CV_FOLDER --out results/<dataset>/summary.json
+
+Per model: its package and preset, every run's test metrics (fold, seed, accuracy, balanced
+accuracy, ROC AUC with bootstrap 95 % CIs), their mean and sd, and for a cross-validation the pooled
+out-of-fold metrics. Everything is recomputed from the runs' predictions.csv and config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write_text
+from common.errors import DataError
+from common.evaluation.metrics import compute_metrics
+from common.evaluation.report import MODEL_LABELS
+from common.runs.record import read_record
+from common.runs.rundir import read_predictions
+
+SCHEMA = "volume-classifiers/summary/1"
+METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
+
+
+def _test_metrics(predictions, n_resamples: int) -> dict:
+    m = compute_metrics(predictions, n_resamples=n_resamples)
+    return {**{k: m[k] for k in METRICS}, "n": m["n"], "ci95": {k: list(m["ci95"][k]) for k in METRICS}}
+
+
+def _aggregate(runs: list[dict]) -> tuple[dict, dict]:
+    mean = {k: float(np.mean([r["test"][k] for r in runs])) for k in METRICS}
+    sd = {k: float(np.std([r["test"][k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in METRICS}
+    return mean, sd
+
+
+def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
+    from common.evaluation.cv_report import CVModel, is_cv_folder
+
+    models: dict[str, dict] = {}
+    dataset = None
+    if len(paths) == 1 and is_cv_folder(paths[0]):
+        from common.runs.cv import read_plan
+
+        plan = read_plan(paths[0])
+        protocol = f"{plan.folds}-fold cross-validation, seeds {list(plan.seeds)}"
+        for name in plan.models:
+            cv = CVModel(paths[0], plan, name)
+            record = next(iter(cv.runs.values()))[0]
+            dataset = dataset or record.data
+            runs = [{"fold": fold, "seed": seed, "run_dir": str(plan.run_dir(paths[0], name, fold, seed)),
+                     "test": _test_metrics(pred, n_resamples)} for (fold, seed), (_, pred) in sorted(cv.runs.items())]
+            mean, sd = _aggregate(runs)
+            models[cv.label] = {"package": record.model, "preset": record.preset, "runs": runs, "mean": mean, "sd": sd,
+                                "pooled_out_of_fold": _test_metrics(cv.pooled, n_resamples)}
+    else:
+        protocol = "single split"
+        for path in paths:
+            record = read_record(path)
+            if record.outcome is None:
+                raise DataError(f"{path}: unfinished run")
+            dataset = dataset or record.data
+            if record.data.data_hash != dataset.data_hash:
+                raise DataError(f"{path}: other data than {paths[0]}")
+            label = MODEL_LABELS[record.model]
+            entry = models.setdefault(label, {"package": record.model, "preset": record.preset, "runs": []})
+            entry["runs"].append({"fold": record.data.split.fold if record.data.split.folds else None,
+                                  "seed": record.training.seed, "run_dir": str(path),
+                                  "test": _test_metrics(read_predictions(path).select("test"), n_resamples)})
+        for entry in models.values():
+            entry["mean"], entry["sd"] = _aggregate(entry["runs"])
+    if dataset is None:
+        raise DataError("no runs to summarise")
+    return {"schema": SCHEMA, "protocol": protocol,
+            "dataset": {"source": dataset.source, "location": dataset.location, "name": dataset.name,
+                        "classes": list(dataset.classes), "shape": list(dataset.preprocess.shape),
+                        "data_hash": dataset.data_hash},
+            "models": models}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.evaluation.summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories, or one cv/<name> folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args(argv)
+    try:
+        summary = summarise(args.paths, n_resamples=args.bootstrap)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write_text(args.out, json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
