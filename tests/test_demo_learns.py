@@ -1,7 +1,7 @@
 """The default demo recipe learns: `make train-*` settings on the built-in demo, one seed per case.
 
 The bar is the one of the issue "A transformer that learns": test accuracy >= 0.95. The ResNet is
-held to it in fp32 only: in bf16 it did not learn the demo on a 2-core AMD EPYC (0.56 / 0.63), which
+held to it in fp32 only: in bf16 it did not learn the demo on a 2-core AMD EPYC (0.625), which
 is why a CPU picks bf16 only for a 2x speed-up (common.runs.precision.CPU_BF16_MIN_SPEEDUP).
 """
 

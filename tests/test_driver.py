@@ -257,3 +257,26 @@ def test_layout_and_precision_follow_the_probe():
     assert resolve_channels_last(False, "fp32", amd_like) == (False, "--no-channels-last given")  # a flag wins
     only_ncdhw = precision_probe(False, amd_like)()  # layout fixed: precision judged in that layout only
     assert only_ncdhw == {"fp32": 10.0, "bf16": 10.0}
+
+
+def test_both_losses_are_one_formula_with_weights_and_label_smoothing():
+    import keras
+    import torch
+
+    from common.runs.config import TrainConfig
+    from tf_transformer.train import make_loss
+    from torch_resnet.train import weighted_cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits, y = rng.normal(size=(6, 3)).astype(np.float32), np.array([0, 1, 2, 2, 1, 0])
+    weight = np.array([0.5, 1.0, 2.0, 2.0, 1.0, 0.5], np.float32)
+    for smoothing in (0.0, 0.1):
+        ours = weighted_cross_entropy(torch.from_numpy(logits), torch.from_numpy(y), torch.from_numpy(weight),
+                                      label_smoothing=smoothing).item()
+        keras_loss = make_loss(TrainConfig(label_smoothing=smoothing))(np.eye(3, dtype=np.float32)[y], logits,
+                                                                       sample_weight=weight)
+        assert float(keras.ops.convert_to_numpy(keras_loss)) == pytest.approx(ours, rel=1e-5)
+    with pytest.raises(ConfigError, match="--label-smoothing 1.0"):
+        TrainConfig(label_smoothing=1.0)
+    with pytest.raises(ConfigError, match="--grad-clip -1"):
+        TrainConfig(grad_clip=-1)

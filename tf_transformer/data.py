@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from common.data.batches import EpochBatches
 
 
 class KerasBatches(keras.utils.PyDataset):
-    """(x (B, D, H, W, 1) float32, y (B,) int, sample weight (B,) float32) per step of one epoch.
+    """(x (B, D, H, W, 1) float32, y (B, K) one-hot float32, sample weight (B,) float32) per step.
 
-    Keras reduces a weighted loss as mean(weight * loss) over the batch, as the ResNet does.
+    Keras reduces a weighted loss as mean(weight * loss) over the batch, as the ResNet does. One-hot
+    targets let CategoricalCrossentropy apply label smoothing exactly as torch's cross_entropy does.
     """
 
-    def __init__(self, batches: EpochBatches, **kwargs):
+    def __init__(self, batches: EpochBatches, *, num_classes: int, **kwargs):
         super().__init__(**kwargs)
-        self.batches = batches
+        self.batches, self.num_classes = batches, num_classes
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, step: int):
         batch = self.batches[step]
-        return batch.x[..., None], batch.y, batch.weight
+        return batch.x[..., None], np.eye(self.num_classes, dtype=np.float32)[batch.y], batch.weight

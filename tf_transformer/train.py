@@ -102,12 +102,18 @@ def distribution_scope(kind: str, logical_cpu_devices: int = 0):
 
 
 def make_optimizer(training: TrainConfig):
+    clip = {"global_clipnorm": training.grad_clip} if training.grad_clip else {}
     if training.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=training.lr, weight_decay=training.weight_decay)
+        return keras.optimizers.AdamW(learning_rate=training.lr, weight_decay=training.weight_decay, **clip)
     if training.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=training.lr)
+        return keras.optimizers.Adam(learning_rate=training.lr, **clip)
     return keras.optimizers.SGD(learning_rate=training.lr, momentum=0.9, nesterov=True,
-                                weight_decay=training.weight_decay or None)
+                                weight_decay=training.weight_decay or None, **clip)
+
+
+def make_loss(training: TrainConfig):
+    """Cross-entropy on one-hot targets (KerasBatches), so label smoothing means what it means in torch."""
+    return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=training.label_smoothing)
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
@@ -169,8 +175,8 @@ class KerasAdapter:
         with scope:
             self.model = build_transformer(config)
             self.model.compile(optimizer=make_optimizer(training),
-                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                               metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                               loss=make_loss(training),
+                               metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                                jit_compile=options.jit)
         self._hardware = hardware()
 
@@ -185,7 +191,8 @@ class KerasAdapter:
 
     def fit_epoch(self, batches: EpochBatches, *, learning_rate: float, on_step: Callable[[float], None]) -> EpochStats:
         self.model.optimizer.learning_rate = learning_rate
-        history = self.model.fit(KerasBatches(batches, workers=2), epochs=1, verbose=0, callbacks=[StepHook(on_step)])
+        data = KerasBatches(batches, num_classes=self.config.num_classes, workers=2)
+        history = self.model.fit(data, epochs=1, verbose=0, callbacks=[StepHook(on_step)])
         samples = sum(s.stop - s.start for s in batches.slices)
         return EpochStats(float(history.history["loss"][-1]), float(history.history["accuracy"][-1]), samples)
 

@@ -141,9 +141,10 @@ def make_optimizer(parameters, training: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=training.lr, momentum=0.9, nesterov=True, weight_decay=training.weight_decay)
 
 
-def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, *,
+                           label_smoothing: float = 0.0) -> torch.Tensor:
     """mean(weight_i * CE_i) over the batch: the same reduction as Keras' sample weights."""
-    return (F.cross_entropy(logits.float(), y, reduction="none") * weight).mean()
+    return (F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing) * weight).mean()
 
 
 class TorchAdapter:
@@ -200,8 +201,11 @@ class TorchAdapter:
                 self.optimizer.zero_grad(set_to_none=True)
                 with autocast(self.precision, self.device):
                     logits = self.model(x)
-                loss = weighted_cross_entropy(logits, y, weight)
+                loss = weighted_cross_entropy(logits, y, weight, label_smoothing=self.training.label_smoothing)
                 self.scaler.scale(loss).backward()
+                if self.training.grad_clip:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+                    nn.utils.clip_grad_norm_(self.net.parameters(), self.training.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 loss_value = loss.item()

@@ -97,6 +97,10 @@ class TrainConfig:
     class_weights: bool = field(default=False, metadata=option(
         "weight each sample's loss by n / (k * count of its class) (scikit-learn 'balanced')"))
     balanced_sampler: bool = field(default=False, metadata=option("draw class-balanced batches with replacement"))
+    label_smoothing: float = field(default=0.0, metadata=option(
+        "label smoothing epsilon: targets (1 - e) one-hot + e / K (Szegedy et al. 2016); 0: off"))
+    grad_clip: float = field(default=0.0, metadata=option(
+        "clip the global gradient norm to this value before each step; 0: off"))
     patience: int = field(default=0, metadata=option("early stopping patience in epochs (0: off)"))
     select_metric: str = field(default="val_loss", metadata=option(
         "validation metric that selects the saved model (never test)", choices=SELECT_METRICS))
@@ -108,7 +112,9 @@ class TrainConfig:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 1")
         if not self.lr > 0:
             raise ConfigError(f"--lr {self.lr}: must be > 0")
-        for name in ("weight_decay", "warmup_epochs", "patience"):
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
+        for name in ("weight_decay", "warmup_epochs", "patience", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 0")
         self.augmentation()

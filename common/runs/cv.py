@@ -24,6 +24,7 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from common.runs.record import is_run_dir, read_record
+from common.runs.typed import from_jsonable
 
 MODEL_COMMANDS = {"resnet": "torch_resnet", "transformer": "tf_transformer"}  # --models name -> package
 PLAN_FILE = "plan.json"
@@ -97,13 +98,11 @@ def claim_plan(root: Path, plan: CVPlan) -> None:
 
 
 def read_plan(root: Path) -> CVPlan:
+    """plan.json, read back typed (common.runs.typed) like a run record."""
     path = Path(root) / PLAN_FILE
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: not found ({root} is not a cross-validation folder)") from exc
-    return CVPlan(tuple(values["models"]), values["folds"], tuple(values["seeds"]), tuple(values["common_args"]),
-                  values["model_args"])
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found ({root} is not a cross-validation folder)")
+    return from_jsonable(CVPlan, json.loads(path.read_text()), origin=str(path))
 
 
 def is_finished(run_dir: Path) -> bool:
