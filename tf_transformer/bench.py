@@ -46,29 +46,15 @@ def matmul_peak(dtype: str, n: int = 4096, repeats: int = 5) -> float:
 def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compile, preset_name: str) -> dict:
     import keras
 
+    from common.runs.probe import time_steps
     from tf_transformer.config import preset
     from tf_transformer.flops import flops_per_sample
-    from tf_transformer.model import build_transformer
-    from tf_transformer.train import POLICIES
+    from tf_transformer.train import synthetic_training_step
 
-    keras.mixed_precision.set_global_policy(POLICIES[precision])
-    keras.utils.set_random_seed(0)
     config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=3)
-    model = build_transformer(config)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch, shape, shape, shape, 1)).astype("float32")
-    y = rng.integers(0, 3, batch)
-    started = time.perf_counter()
-    losses = [float(model.train_on_batch(x, y))]  # warm-up: tracing / XLA compilation, not timed
-    warmup = time.perf_counter() - started
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        losses.append(float(model.train_on_batch(x, y)))
-        times.append(time.perf_counter() - start)
-    seconds = float(np.median(times))
+    step = synthetic_training_step(config, precision, batch_size=batch, jit_compile=jit_compile)
+    timing = time_steps(step, steps)  # the warm-up (tracing, XLA compilation) is not timed
+    warmup, losses, seconds = timing.warmup_seconds, timing.outputs, float(np.median(timing.seconds))
     train_flops = 3 * flops_per_sample(config) * batch
     peak_fp32 = matmul_peak("float32")
     peak_own = peak_fp32 if precision == "fp32" else matmul_peak("bfloat16")

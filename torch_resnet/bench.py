@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.runs.probe import time_steps
 from torch_resnet.config import preset
-from torch_resnet.model import build_resnet, flops_per_sample
-from torch_resnet.train import autocast
+from torch_resnet.model import flops_per_sample
+from torch_resnet.train import synthetic_training_step
 
 SUITE_SIZES = {
     "full": {"shape": 64, "batch": 4, "steps": 3, "compile": True, "memory_shape": 96, "memory_batch": 2},
@@ -45,29 +46,9 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
 
 
 def _setup(shape: int, batch: int, precision: str, channels_last: bool, compile_model: bool, *, checkpointing=False):
-    torch.manual_seed(0)
     config = preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)
-    net = build_resnet(config, activation_checkpointing=checkpointing)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    model = torch.compile(net) if compile_model else net
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 1, shape, shape, shape, generator=generator)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    y = torch.randint(0, 3, (batch,), generator=generator)
-
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(precision, torch.device("cpu")):
-            logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits.float(), y)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return config, step
+    return config, synthetic_training_step(config, batch_size=batch, precision=precision, channels_last=channels_last,
+                                           compile_model=compile_model, activation_checkpointing=checkpointing)
 
 
 def throughput(shape: int, batch: int, steps: int, include_compile: bool) -> dict:
@@ -76,15 +57,8 @@ def throughput(shape: int, batch: int, steps: int, include_compile: bool) -> dic
     results = {}
     for name, (precision, channels_last, compile_model) in paths.items():
         config, step = _setup(shape, batch, precision, channels_last, compile_model)
-        started = time.perf_counter()
-        warm_loss = step()  # warm-up (and compilation): not timed below
-        warmup_seconds = time.perf_counter() - started
-        losses, times = [warm_loss], []
-        for _ in range(steps):
-            start = time.perf_counter()
-            losses.append(step())
-            times.append(time.perf_counter() - start)
-        seconds = float(np.median(times))
+        timing = time_steps(step, steps)  # the warm-up (and compilation) is not timed
+        warmup_seconds, losses, seconds = timing.warmup_seconds, timing.outputs, float(np.median(timing.seconds))
         train_flops = 3 * flops_per_sample(config) * batch  # forward + backward ~ 3x forward
         results[name] = {
             "samples_per_second": batch / seconds, "step_seconds": seconds, "warmup_seconds": warmup_seconds,

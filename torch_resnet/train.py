@@ -45,28 +45,39 @@ def hardware_of(device: torch.device) -> Hardware:
 LAYOUTS = {"ncdhw": False, "channels_last": True}
 
 
-def make_probe_step(config: ResNetConfig, candidate: str, *, batch_size: int, device: torch.device):
-    """One real training step of the model for a "<precision>/<layout>" candidate, on a synthetic batch."""
-    precision, layout = candidate.split("/")
+def synthetic_training_step(config: ResNetConfig, *, batch_size: int, precision: str, channels_last: bool,
+                            device: torch.device = torch.device("cpu"), compile_model: bool = False,
+                            activation_checkpointing: bool = False):
+    """A real training step (AdamW) of a freshly built model on one fixed random batch; returns the loss.
+    The probe times it per candidate; `torch_resnet.bench` measures speed and memory with it."""
     torch.manual_seed(0)
-    net = build_resnet(config).to(device)
-    x = torch.randn(batch_size, config.in_channels, *config.input_shape, device=device)
-    if LAYOUTS[layout]:
+    net = build_resnet(config, activation_checkpointing=activation_checkpointing).to(device)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch_size, config.in_channels, *config.input_shape, generator=generator).to(device)
+    y = torch.randint(0, config.num_classes, (batch_size,), generator=generator).to(device)
+    if channels_last:
         net.to(memory_format=torch.channels_last_3d)
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    y = torch.arange(batch_size, device=device) % config.num_classes
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    model = torch.compile(net) if compile_model else net
 
-    def step() -> None:
+    def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         with autocast(precision, device):
-            logits = net(x)
-        F.cross_entropy(logits.float(), y).backward()
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        return loss.item()  # also waits for the device, so a timer around step() is honest on a GPU
 
     return step
+
+
+def make_probe_step(config: ResNetConfig, candidate: str, *, batch_size: int, device: torch.device):
+    """The training step of a "<precision>/<layout>" candidate."""
+    precision, layout = candidate.split("/")
+    return synthetic_training_step(config, batch_size=batch_size, precision=precision,
+                                   channels_last=LAYOUTS[layout], device=device)
 
 
 class SpeedProbe:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.atomic import atomic_write_text
@@ -24,6 +25,35 @@ SLOW_STEP_SECONDS = 5.0  # a warm-up slower than this: time a single step (big m
 def probe_key(facts: dict) -> str:
     return hashlib.sha256(json.dumps({"format": PROBE_FORMAT, **facts}, sort_keys=True, default=str)
                           .encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    warmup_seconds: float
+    seconds: list[float]  # one per timed step
+    outputs: list  # what each call returned, the warm-up's first (e.g. the losses)
+
+    @property
+    def median(self) -> float:
+        return sorted(self.seconds)[len(self.seconds) // 2]
+
+
+def time_steps(step: Callable[[], object], steps: int, *, single_after_slow_warmup: float | None = None,
+               timer: Callable[[], float] = time.perf_counter) -> StepTimes:
+    """One untimed warm-up call of `step` (allocation, kernel selection, tracing, compilation), then
+    `steps` timed calls — a single one if the warm-up took longer than `single_after_slow_warmup` s.
+    Shared by the probe and both packages' benchmarks."""
+    started = timer()
+    outputs = [step()]
+    warmup = timer() - started
+    if single_after_slow_warmup is not None and warmup > single_after_slow_warmup:
+        steps = 1
+    seconds = []
+    for _ in range(steps):
+        started = timer()
+        outputs.append(step())
+        seconds.append(timer() - started)
+    return StepTimes(warmup, seconds, outputs)
 
 
 def timed_probe(candidates: list[str], make_step: Callable[[str], Callable[[], None]], *, batch_size: int,
@@ -40,17 +70,8 @@ def timed_probe(candidates: list[str], make_step: Callable[[str], Callable[[], N
             known = {}  # a damaged cache entry is measured again
     missing = [c for c in candidates if c not in known]
     for candidate in missing:
-        step = make_step(candidate)
-        started = timer()
-        step()  # warm-up, not timed
-        warmup = timer() - started
-        times = []
-        for _ in range(1 if warmup > SLOW_STEP_SECONDS else TIMED_STEPS):
-            started = timer()
-            step()
-            times.append(timer() - started)
-        median = sorted(times)[len(times) // 2]
-        known[candidate] = round(batch_size / median, 3) if median > 0 else float("inf")
+        timing = time_steps(make_step(candidate), TIMED_STEPS, single_after_slow_warmup=SLOW_STEP_SECONDS, timer=timer)
+        known[candidate] = round(batch_size / timing.median, 3) if timing.median > 0 else float("inf")
     if missing and cache_file is not None:
         atomic_write_text(cache_file, json.dumps(known, indent=1))
     return {c: known[c] for c in candidates}
