@@ -162,9 +162,10 @@ def test_run_record_round_trips_typed(tmp_path):
 
 
 def test_identity_lists_every_difference():
-    stored = fake_record(lr=0.001, epochs=5)
-    assert identity_differences(stored, fake_record(lr=0.001, epochs=9)) == []  # more epochs: allowed
-    diffs = identity_differences(stored, fake_record(lr=0.1, epochs=5, split_hash="zzz", classes=("pos", "neg")))
+    stored = fake_record(lr=0.001, epochs=5).identity()
+    assert identity_differences(stored, fake_record(lr=0.001, epochs=9).identity()) == []  # more epochs: allowed
+    diffs = identity_differences(stored, fake_record(lr=0.1, epochs=5, split_hash="zzz",
+                                                     classes=("pos", "neg")).identity())
     assert diffs == ["split_hash: abc -> zzz", "classes: ['neg', 'pos'] -> ['pos', 'neg']", "training.lr: 0.001 -> 0.1"]
 
 

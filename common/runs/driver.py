@@ -38,6 +38,7 @@ from common.runs.precision import Hardware, decide_precision
 from common.runs.record import (
     Outcome,
     PrecisionDecision,
+    RunIdentity,
     RunRecord,
     data_record,
     identity_differences,
@@ -175,6 +176,7 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
                                   else new_run_dir(runtime.runs_root, RUN_PREFIX[model]))
     lock = RunLock(run_dir)
     created = False
+    data = data_record(dataset)
     error, stored, precision = None, None, None
     if processes.is_main:
         try:
@@ -186,9 +188,8 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
             else:
                 precision = decide_precision(training.precision, hardware, probe=probe)
             if stored is not None:
-                draft = _record(model, preset, model_config, dataset, training, precision, None, hardware,
-                                processes, created=stored.created)
-                differences = identity_differences(stored, draft)
+                requested = RunIdentity(model, preset, model_config, data, training, precision)
+                differences = identity_differences(stored.identity(), requested)
                 if differences:
                     raise ConfigError(f"--run-dir {run_dir}: cannot resume, the run was made with other settings "
                                       f"(stored -> requested): {'; '.join(differences)}. Use a new --run-dir")
@@ -201,8 +202,12 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
     precision = processes.broadcast(precision)
     try:
         adapter = build(precision)
-        record = _record(model, preset, model_config, dataset, training, precision, adapter.facts(), hardware,
-                         processes, created=stored.created if stored else now_utc())
+        facts = adapter.facts()
+        record = RunRecord(model=model, preset=preset, model_config=model_config, data=data, training=training,
+                           precision=precision, device=facts.device, options=facts.options,
+                           parameters=facts.parameters, flops_per_sample=facts.flops_per_sample,
+                           world_size=processes.world_size, versions=facts.versions, machine=machine_description(),
+                           created=stored.created if stored else now_utc())
         if processes.is_main:
             if not run_dir.is_dir():
                 run_dir.mkdir(parents=True)
@@ -210,7 +215,7 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
                 lock.acquire()
             write_record(run_dir, record)
         processes.barrier()
-        loop = _Loop(run_dir, adapter, dataset, training, runtime, processes)
+        loop = _Loop(run_dir, adapter, dataset, training, runtime, processes, drop_last=facts.drop_last)
         resumed = loop.resume()
         if processes.is_main:
             verb = f"resuming {run_dir} after epoch {loop.state.epochs_done}" if resumed else f"run directory: {run_dir}"
@@ -231,20 +236,10 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
         lock.release()
 
 
-def _record(model, preset, model_config, dataset, training, precision, facts: AdapterFacts | None, hardware,
-            processes, *, created: str) -> RunRecord:
-    return RunRecord(
-        model=model, preset=preset, model_config=model_config, data=data_record(dataset), training=training,
-        precision=precision, device=facts.device if facts else hardware.name, options=facts.options if facts else {},
-        parameters=facts.parameters if facts else 0, flops_per_sample=facts.flops_per_sample if facts else 0,
-        world_size=processes.world_size, versions=facts.versions if facts else {}, machine=machine_description(),
-        created=created)
-
-
 class _Loop:
     def __init__(self, run_dir: Path, adapter: ModelAdapter, dataset: PreparedDataset, training: TrainConfig,
-                 runtime: RuntimeConfig, processes: Processes):
-        self.run_dir, self.adapter, self.dataset = run_dir, adapter, dataset
+                 runtime: RuntimeConfig, processes: Processes, *, drop_last: bool):
+        self.run_dir, self.adapter, self.dataset, self.drop_last = run_dir, adapter, dataset, drop_last
         self.training, self.runtime, self.processes = training, runtime, processes
         self.train_split, self.val_split = dataset.split("train"), dataset.split("val")
         self.class_weights = (balanced_class_weights(self.train_split.y, len(dataset.classes))
@@ -283,7 +278,6 @@ class _Loop:
     # ---- the epoch loop -------------------------------------------------------------------------
     def run(self) -> None:
         training, main = self.training, self.processes.is_main
-        facts = self.adapter.facts()
         for epoch in range(self.state.epochs_done, training.epochs):
             if self.state.stopped_early:
                 break
@@ -291,7 +285,7 @@ class _Loop:
             batches = EpochBatches(self.train_split, batch_size=training.batch_size, seed=training.seed, epoch=epoch,
                                    augment=training.augmentation(), balanced=training.balanced_sampler,
                                    class_weights=self.class_weights, rank=self.processes.rank,
-                                   world_size=self.processes.world_size, drop_last=facts.drop_last)
+                                   world_size=self.processes.world_size, drop_last=self.drop_last)
             bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
                        disable=self.runtime.quiet or not main)
             started = time.perf_counter()

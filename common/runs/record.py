@@ -85,8 +85,23 @@ class RunRecord:
     outcome: Outcome | None = None
     format: int = RECORD_FORMAT
 
-    def identity(self) -> dict:
-        """Everything that defines the run: a resume must match it (except resumable training fields)."""
+    def identity(self) -> RunIdentity:
+        return RunIdentity(self.model, self.preset, self.model_config, self.data, self.training, self.precision)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Everything that defines a run: a resume must match it (except resumable training fields).
+    Known before the model is built, so a refused resume builds nothing."""
+
+    model: str
+    preset: str
+    model_config: dict
+    data: DataRecord
+    training: TrainConfig
+    precision: PrecisionDecision
+
+    def fields(self) -> dict:
         training = to_jsonable(self.training)
         return {"model": self.model, "preset": self.preset, "model_config": self.model_config,
                 "data_hash": self.data.data_hash, "split_hash": self.data.split_hash,
@@ -94,9 +109,9 @@ class RunRecord:
                 **{f"training.{k}": v for k, v in training.items() if k not in RESUMABLE_TRAINING_FIELDS}}
 
 
-def identity_differences(stored: RunRecord, new: RunRecord) -> list[str]:
+def identity_differences(stored: RunIdentity, new: RunIdentity) -> list[str]:
     """'field: old -> new' for each difference that forbids resuming `stored` as `new`."""
-    old_id, new_id = stored.identity(), new.identity()
+    old_id, new_id = stored.fields(), new.fields()
     out = []
     for key in old_id:
         if key == "model_config":
