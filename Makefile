@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Training / report options, e.g. make train-resnet ARGS="--data ../shared/data/medmnist/adrenalmnist3d.npz --shape 28 28 28"
 ARGS ?=
 
-.PHONY: setup test test-fast lint train-resnet train-vit report cv bench bench-quick prepare clean
+.PHONY: setup test test-fast lint train-resnet train-vit report cv bench bench-quick bench-gpu prepare clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ bench: setup
 
 bench-quick: setup
 	$(call run_benchmarks,--quick,.cache/BENCHMARKS.quick.md,make bench-quick)
+
+# The prepared GPU benchmark (one call, about 7 minutes, always finishes): README "GPU benchmark".
+# It needs only numpy, torch and keras, so on a borrowed GPU machine run it with that machine's own
+# python: make bench-gpu PY=python3 (no set-up); ARGS="--device cpu --shape 32" checks it on a CPU.
+bench-gpu:
+	$(PY) -m common.gpu_benchmark --json-dir .cache/bench-gpu --out BENCHMARKS-gpu.md $(ARGS)
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache

@@ -45,21 +45,27 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def data_pipeline(sizes: dict, quick: bool) -> dict:
-    from common.data.augment import AugmentConfig
-    from common.data.batches import EpochBatches
-    from common.data.dataset import open_source, prepare_dataset
-    from common.data.preprocess import PreprocessConfig
+def data_source(quick: bool):
+    """(source, description): IXI T1 by age group from ../shared/data, else the synthetic demo."""
+    from common.data.dataset import open_source
     from common.data.sources import read_manifest
 
     if IXI_MANIFEST.is_file():
         source = read_manifest(IXI_MANIFEST, label_column="age_group")
         if quick:
             source.samples = source.samples[::6]  # every 6th: keeps all three classes
-        name = f"IXI T1 ({len(source.samples)} volumes, 120x120x90 uint8 .nii.gz)"
-    else:
-        source = open_source("demo")
-        name = f"synthetic demo ({len(source.samples)} volumes; IXI not found at {IXI_MANIFEST})"
+        return source, f"IXI T1 ({len(source.samples)} volumes, 120x120x90 uint8 .nii.gz)"
+    source = open_source("demo")
+    return source, f"synthetic demo ({len(source.samples)} volumes; IXI not found at {IXI_MANIFEST})"
+
+
+def data_pipeline(sizes: dict, quick: bool) -> dict:
+    from common.data.augment import AugmentConfig
+    from common.data.batches import EpochBatches
+    from common.data.dataset import prepare_dataset
+    from common.data.preprocess import PreprocessConfig
+
+    source, name = data_source(quick)
     shape = (sizes["data_shape"],) * 3
     result = {"dataset": name, "shape": shape, "volumes": len(source.samples), "preprocess": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,18 +86,25 @@ def data_pipeline(sizes: dict, quick: bool) -> dict:
     return result
 
 
-def run_json(module: str, args: list[str], env_extra: dict | None = None) -> dict:
-    """Run `python -m module args` (one benchmark configuration per process); its last stdout line is JSON."""
+def run_json(module: str, args: list[str], env_extra: dict | None = None, timeout: float | None = None) -> dict:
+    """Run `python -m module args` (one benchmark configuration per process); its last stdout line is JSON.
+    A failure, a crash (e.g. killed for memory) or a timeout comes back as {"error": ..., "command": ...}."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     command = [sys.executable, "-m", module, *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
     shown = " ".join(["python", "-m", module, *args])
     if env_extra:
         shown = " ".join(f"{k}={v}" for k, v in env_extra.items()) + " " + shown
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s", "command": shown}
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
                 "command": shown}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "no JSON result on stdout", "command": shown}
     result["command"] = shown
     return result
 
@@ -112,7 +125,8 @@ def load_results(folder: Path) -> dict:
     """The JSON parts of one benchmark run, as `render` reads them."""
     folder = Path(folder)
     result = json.loads((folder / "data.json").read_text())
-    for name, key in (("resnet.json", "resnet"),):
+    for name, key in (("resnet.json", "resnet"), ("plan-resnet.json", "plan_resnet"), ("plan-vit.json", "plan_vit"),
+                      ("resnet-loader.json", "resnet_loader"), ("resnet-compile.json", "resnet_compile")):
         if (folder / name).is_file():
             result[key] = json.loads((folder / name).read_text())
     memory = {kind: json.loads((folder / f"resnet-memory-{kind}.json").read_text())
@@ -130,6 +144,55 @@ def _g(value: float, unit: str = "") -> str:
         if abs(value) >= scale:
             return f"{value / scale:.2f} {prefix}{unit}"
     return f"{value:.3g} {unit}".strip()
+
+
+def _render_cpu_checks(result: dict) -> list[str]:
+    """Data wait of a training epoch, torch.compile's payback, and the 192^3 memory plan."""
+    from common.gpu_benchmark import render_plan
+
+    lines = []
+    loader = result.get("resnet_loader")
+    if loader:
+        lines += ["## Does the loader keep up?", ""]
+        if "data_wait_fraction" in loader:
+            lines += [f"{loader['dataset']} at {loader['shape']}^3, ResNet preset `{loader['preset']}`, batch "
+                      f"{loader['batch']}, {loader['steps']} steps of the trainer's own epoch loop (`TorchAdapter.fit_epoch`, "
+                      "cached volumes read and augmented by its prefetch thread):", "",
+                      "| epoch | seconds |", "|---|---|",
+                      f"| batches already in memory | {loader['in_memory_seconds']:.2f} |",
+                      f"| real loader (cache + augmentation) | {loader['loader_seconds']:.2f} |", "",
+                      f"Real loader vs in memory: **{loader['loader_vs_memory']:.2f}x**; the step loop waited for data "
+                      f"**{loader['data_wait_fraction']:.2%}** of the epoch (goal: < 5 %). Every training run logs its own "
+                      "data wait per epoch.", "", f"Command: `{loader['command']}`", ""]
+        else:
+            lines += [f"failed: {loader.get('error')}", ""]
+    payback = result.get("resnet_compile")
+    if payback:
+        lines += ["## Does torch.compile pay back its compilation?", ""]
+        if "payback_steps" in payback:
+            eager, cold, warm = payback["eager"], payback["compiled_cold"], payback["compiled_warm"]
+
+            def steps(value) -> str:
+                return f"**{value:.0f} steps**" if value is not None else "never (compiled steps are not faster)"
+
+            lines += [f"ResNet preset `{payback['preset']}` at {payback['shape']}^3, batch {payback['batch']}, "
+                      f"{payback['precision']}, {'channels_last_3d' if payback['channels_last'] else 'NCDHW'}:", "",
+                      "| mode | warm-up s | step s |", "|---|---|---|",
+                      f"| eager | {eager['warmup_seconds']:.1f} | {eager['step_seconds']:.3f} |",
+                      f"| torch.compile, empty Inductor cache (a machine's first run) | {cold['warmup_seconds']:.1f} | "
+                      f"{cold['step_seconds']:.3f} |",
+                      f"| torch.compile, from the cache it filled (later runs) | {warm['warmup_seconds']:.1f} | "
+                      f"{warm['step_seconds']:.3f} |", "",
+                      f"Compiled steps are **{payback['compiled_speedup']:.2f}x** faster; the compilation is paid back "
+                      f"after {steps(payback['payback_steps'])} the first time and after "
+                      f"{steps(payback['payback_steps_warm'])} from a warm cache. The training default follows from "
+                      "the same measurement on each machine (README, Precision and memory layout).", "",
+                      f"Command: `{payback['command']}`", ""]
+        else:
+            lines += [f"failed: {payback.get('error')}", ""]
+    if result.get("plan_resnet") or result.get("plan_vit"):
+        lines += render_plan(result.get("plan_resnet", {}), result.get("plan_vit", {}))
+    return lines
 
 
 def render(result: dict, command: str) -> str:
@@ -182,6 +245,7 @@ def render(result: dict, command: str) -> str:
                   f"| on (per stage, then per block) | {ckpt['step_peak_bytes'] / 2**30:.2f} GiB |", "",
                   f"Checkpointing needs **{ckpt['step_peak_bytes'] / plain['step_peak_bytes']:.0%}** of the memory.", "",
                   f"Commands: `{plain['command']}`, `{ckpt['command']}`", ""]
+    lines += _render_cpu_checks(result)
     vit = result.get("vit")
     if vit:
         ok = {k: v for k, v in vit.items() if "samples_per_second" in v}

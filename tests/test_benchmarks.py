@@ -27,7 +27,24 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         assert done.returncode == 0, (args, done.stderr[-3000:])
     text = out.read_text()
     for heading in ("## Data pipeline", "## ResNet (seed architecture) training throughput",
-                    "## ResNet memory of one training step", "## Transformer training throughput by backend"):
+                    "## ResNet memory of one training step", "## Transformer training throughput by backend",
+                    "## Does the loader keep up?", "## Training memory of the seed presets at 192^3, on paper"):
         assert heading in text, heading
     assert "failed" not in text
     assert "2 processes vs 1" in text and "Checkpointing needs" in text
+
+
+def test_compile_payback_section_renders_both_caches():
+    from common.benchmarks import _render_cpu_checks
+
+    timing = {"warmup_seconds": 0.5, "step_seconds": 0.4}
+    payback = {"preset": "small", "shape": 32, "batch": 8, "precision": "fp32", "channels_last": True,
+               "eager": timing, "compiled_cold": {"warmup_seconds": 50.5, "step_seconds": 0.3},
+               "compiled_warm": {"warmup_seconds": 3.5, "step_seconds": 0.3}, "compiled_speedup": 4 / 3,
+               "payback_steps": 500.0, "payback_steps_warm": 30.0, "command": "python -m torch_resnet.bench compile"}
+    text = "\n".join(_render_cpu_checks({"resnet_compile": payback}))
+    assert "**1.33x** faster" in text and "after **500 steps** the first time" in text
+    assert "after **30 steps** from a warm cache" in text
+    never = "\n".join(_render_cpu_checks({"resnet_compile": {**payback, "payback_steps": None,
+                                                              "payback_steps_warm": None}}))
+    assert "never (compiled steps are not faster)" in never

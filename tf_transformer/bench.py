@@ -5,6 +5,11 @@ Run once per configuration (the Keras backend is fixed per process); `make bench
     KERAS_BACKEND=tensorflow python -m tf_transformer.bench --precision fp32 --jit-compile false
     KERAS_BACKEND=torch      python -m tf_transformer.bench --precision bf16
     python -m tf_transformer.bench --suite [--quick] --json-dir DIR   # every configuration, as `make bench`
+    python -m tf_transformer.bench --capacity --shape 192 --flash true   # largest batch, speed, memory (GPU)
+    python -m tf_transformer.bench --plan --shape 192                    # activation memory on paper
+
+`--capacity` and `--plan` import only keras, numpy and the model (tf_transformer/steps.py), so they run
+under whichever Keras backend a GPU machine has (torch, JAX or TensorFlow).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +55,7 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
     from common.runs.probe import time_steps
     from tf_transformer.config import preset
     from tf_transformer.flops import flops_per_sample
-    from tf_transformer.train import synthetic_training_step
+    from tf_transformer.steps import synthetic_training_step
 
     config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=3)
     step = synthetic_training_step(config, precision, batch_size=batch, jit_compile=jit_compile)
@@ -68,6 +74,91 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
     }
 
 
+def _peak_memory_bytes() -> tuple[int, str]:
+    """(bytes, what they are): the accelerator's peak allocation on the active backend, else peak RSS."""
+    import resource
+
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
+        elif backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "gpu":
+                return int(device.memory_stats()["peak_bytes_in_use"]), "jax peak_bytes_in_use"
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]), "tf get_memory_info peak"
+    except (RuntimeError, KeyError, ValueError):
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process peak RSS"
+
+
+def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: int, batch: int | None,
+             preset_name: str = "seed") -> dict:
+    """The largest batch of the transformer at `shape`^3 that trains (bounded search; out-of-memory is a
+    "does not fit"), then samples/s and peak memory. Flash attention needs attention dropout 0 in Keras,
+    so the flash rows train that variant of the preset."""
+    import gc
+
+    import keras
+
+    from common.runs.capacity import is_out_of_memory, largest_batch
+    from common.runs.probe import time_steps
+    from tf_transformer.config import preset
+    from tf_transformer.steps import synthetic_training_step
+
+    overrides = {"attention_dropout": 0.0} if flash else {}
+    config = preset(preset_name, **overrides).with_data(input_shape=(shape,) * 3, num_classes=3)
+    if flash:
+        keras.config.enable_flash_attention()
+    else:
+        keras.config.disable_flash_attention()
+
+    def fits(batch_size: int) -> bool:
+        try:
+            synthetic_training_step(config, precision, batch_size=batch_size, jit_compile="auto")()
+            return True
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is a "no"; anything else is a bug
+            if not is_out_of_memory(error):
+                raise
+            return False
+        finally:
+            keras.backend.clear_session()
+            gc.collect()
+
+    search = None
+    if batch is None:
+        search = largest_batch(fits, max_batch)
+        batch = search.largest
+    result = {"model": "tf_transformer", "preset": preset_name, "shape": shape, "tokens": config.num_tokens,
+              "backend": keras.backend.backend(), "keras": keras.__version__, "precision": precision,
+              "flash_attention": flash, "search": search.to_dict() if search else None, "batch": batch}
+    if batch < 1:
+        return {**result, "error": "batch 1 does not fit"}
+    timing = time_steps(synthetic_training_step(config, precision, batch_size=batch, jit_compile="auto"), steps)
+    seconds = float(np.median(timing.seconds))
+    peak, measured_as = _peak_memory_bytes()
+    return {**result, "samples_per_second": batch / seconds, "step_seconds": seconds,
+            "warmup_seconds": timing.warmup_seconds, "peak_memory_bytes": peak, "peak_memory_measured_as": measured_as}
+
+
+def plan(shape: int) -> dict:
+    from tf_transformer.config import preset
+    from tf_transformer.memory import memory_plan
+
+    return memory_plan(preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)).to_dict()
+
+
 def suite(quick: bool, json_dir: Path) -> None:
     """Every backend/precision/XLA configuration, each in its own process (the backend is per process)."""
     from common.benchmarks import run_json, save_json
@@ -79,6 +170,8 @@ def suite(quick: bool, json_dir: Path) -> None:
             "--preset", sizes["preset"], "--shape", str(sizes["shape"]), "--batch", str(sizes["batch"]),
             "--steps", str(sizes["steps"]), "--precision", precision, "--jit-compile", jit], {"KERAS_BACKEND": backend})
         save_json(json_dir / f"vit-{i}.json", {**result, "label": label})
+    print("benchmark: transformer memory plan at 192^3", flush=True)
+    save_json(json_dir / "plan-vit.json", run_json("tf_transformer.bench", ["--plan", "--shape", "192"]))
 
 
 def main(argv=None) -> None:
@@ -91,6 +184,11 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--jit-compile", choices=("true", "false"), default="false")
     parser.add_argument("--suite", action="store_true", help="run every configuration (one process each)")
+    parser.add_argument("--capacity", action="store_true", help="largest batch, samples/s and peak memory")
+    parser.add_argument("--plan", action="store_true", help="training memory on paper (no model is built)")
+    parser.add_argument("--flash", choices=("true", "false"), default="false",
+                        help="capacity: Keras flash attention (trains the preset with attention dropout 0)")
+    parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
     parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
     parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     args = parser.parse_args(argv)
@@ -100,6 +198,15 @@ def main(argv=None) -> None:
         suite(args.quick, args.json_dir)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.plan:
+        print(json.dumps(plan(args.shape)))
+        return
+    if args.capacity:
+        explicit_batch = any(a == "--batch" or a.startswith("--batch=") for a in (argv if argv is not None else sys.argv))
+        print(json.dumps(capacity(shape=args.shape, flash=args.flash == "true", precision=args.precision,
+                                  max_batch=args.max_batch, steps=args.steps, batch=args.batch if explicit_batch else None,
+                                  preset_name=args.preset)))
+        return
     result = throughput(shape=args.shape, batch=args.batch, steps=args.steps, precision=args.precision,
                         jit_compile=args.jit_compile == "true", preset_name=args.preset)
     print(json.dumps(result))

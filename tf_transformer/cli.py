@@ -49,15 +49,18 @@ def main(argv=None) -> int:
 
 def _train(args: argparse.Namespace) -> None:
     from common.runs.options import dataset_for
-    from tf_transformer.config import preset
+    from common.runs.typed import parse_overrides
+    from tf_transformer.config import TransformerConfig, preset
     from tf_transformer.startup import start_backend
 
     data, training, runtime = configs_from_args(args)  # every value checked before any work
+    overrides = parse_overrides(TransformerConfig, args.model)
+    preset(args.preset, **overrides).with_data(input_shape=data.shape, num_classes=2)  # a preset that cannot take it
     start_backend(verbose=args.verbose)
     options = from_namespace(KerasOptions, args)
-    preset(args.preset).with_data(input_shape=data.shape, num_classes=2)  # a preset that cannot take the shape
     dataset = dataset_for(data, progress=not runtime.quiet)
-    model_config = preset(args.preset).with_data(input_shape=dataset.preprocess.shape, num_classes=len(dataset.classes))
+    model_config = preset(args.preset, **overrides).with_data(input_shape=dataset.preprocess.shape,
+                                                              num_classes=len(dataset.classes))
     from tf_transformer.train import train
 
     train(dataset, preset=args.preset, model_config=model_config, training=training, runtime=runtime, options=options)

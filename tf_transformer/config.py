@@ -25,11 +25,15 @@ class TransformerConfig:
     attention_dropout: float = 0.1
     layer_norm_epsilon: float = 1e-6
     taps: tuple[int, ...] = (3, 6, 9, 12, 15, 18)  # 1-based block outputs concatenated by the decoder
-    pooling: str = "mean"  # token pooling before the head: "mean" or "flatten"
+    pooling: str = "mean"  # token pooling before the head: "mean", "flatten" or "token" (a class token)
     head_units: int = 128
     # Decoder BatchNorm momentum. Keras' default 0.99 lets the running statistics lag for the few
     # hundred steps of a small-data run (huge early val loss); 0.9 is PyTorch's equivalent default.
     batchnorm_momentum: float = 0.9
+    # The small-data recipe (tf_transformer/recipe_layers.py; all off in `seed` / `seed_literal`):
+    layer_scale: float = 0.0  # LayerScale initial gain on each residual branch (CaiT: 0.1 for <= 18 blocks); 0: off
+    drop_path: float = 0.0  # stochastic depth of the last block, linear from 0 at the first (DeiT: 0.1)
+    stem_norm: bool = False  # Conv3D -> BatchNorm -> ReLU in the stem (the convolutional stem of Xiao et al. 2021)
 
     def __post_init__(self):
         for name in ("input_shape", "stem_filters", "stem_kernels", "stem_strides", "mlp_units", "taps"):
@@ -53,9 +57,11 @@ class TransformerConfig:
                              "must be >= 1")
         if not self.taps or any(not 1 <= t <= self.num_blocks for t in self.taps) or len(set(self.taps)) != len(self.taps):
             raise ConfigError(f"taps {self.taps}: distinct 1-based block numbers in 1..{self.num_blocks}")
-        if self.pooling not in ("mean", "flatten"):
-            raise ConfigError(f"pooling '{self.pooling}' is not 'mean' or 'flatten'")
-        for name in ("mlp_dropout", "attention_dropout"):
+        if self.pooling not in ("mean", "flatten", "token"):
+            raise ConfigError(f"pooling '{self.pooling}' is not 'mean', 'flatten' or 'token'")
+        if self.layer_scale < 0:
+            raise ConfigError(f"layer_scale {self.layer_scale}: must be >= 0 (0: off)")
+        for name in ("mlp_dropout", "attention_dropout", "drop_path"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} {getattr(self, name)}: must be in [0, 1)")
 
@@ -92,6 +98,13 @@ PRESETS: dict[str, TransformerConfig] = {
     "small": TransformerConfig(input_shape=(32, 32, 32), stem_filters=(128, 64), stem_kernels=(8, 1),
                                stem_strides=(8, 1), num_blocks=6, num_heads=4, key_dim=16, mlp_units=(128, 64),
                                taps=(2, 4, 6), head_units=64),
+    # The CPU preset of the small-data recipe (issue 11): a convolutional stem in the seed's form — its
+    # stages as 3^3 convolutions, BatchNorm and ReLU, stride 2 thrice (32^3 -> 4^3 = 64 tokens), then the
+    # seed's pointwise projection — LayerScale, stochastic depth, `small`'s encoder and decoder.
+    "small_recipe": TransformerConfig(input_shape=(32, 32, 32), stem_filters=(16, 32, 64, 64),
+                                      stem_kernels=(3, 3, 3, 1), stem_strides=(2, 2, 2, 1), stem_norm=True,
+                                      num_blocks=6, num_heads=4, key_dim=16, mlp_units=(128, 64), taps=(2, 4, 6),
+                                      head_units=64, layer_scale=0.1, drop_path=0.1),
     # Unit tests: 4^3 patches of 16^3 = 64 tokens of 16 features, 3 blocks.
     "tiny": TransformerConfig(input_shape=(16, 16, 16), stem_filters=(32, 16), stem_kernels=(4, 1), stem_strides=(4, 1),
                               num_blocks=3, num_heads=2, key_dim=8, mlp_units=(32, 16), taps=(1, 2, 3), head_units=16),

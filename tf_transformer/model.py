@@ -15,6 +15,21 @@ from keras import layers
 
 from tf_transformer.config import TransformerConfig
 from tf_transformer.position_embedding import PositionEmbedding
+from tf_transformer.recipe_layers import ClassToken, DropPath, LayerScale, TakeToken
+
+
+def drop_path_rate(config: TransformerConfig, index: int) -> float:
+    """Stochastic depth of 1-based block `index`: linear from 0 (first) to config.drop_path (last), as DeiT."""
+    return config.drop_path * (index - 1) / max(config.num_blocks - 1, 1)
+
+
+def _residual_branch(branch, config: TransformerConfig, name: str, index: int):
+    if config.layer_scale:
+        branch = LayerScale(config.layer_scale, name=f"{name}_scale")(branch)
+    rate = drop_path_rate(config, index)
+    if rate:
+        branch = DropPath(rate, seed=index, name=f"{name}_droppath")(branch)
+    return branch
 
 
 def transformer_block(x, config: TransformerConfig, index: int):
@@ -23,12 +38,12 @@ def transformer_block(x, config: TransformerConfig, index: int):
     attention_in = layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name=f"{name}_ln1")(x)
     attention = layers.MultiHeadAttention(num_heads=config.num_heads, key_dim=config.key_dim,
                                           dropout=config.attention_dropout, name=f"{name}_mha")(attention_in, attention_in)
-    x = layers.Add(name=f"{name}_add1")([x, attention])
+    x = layers.Add(name=f"{name}_add1")([x, _residual_branch(attention, config, f"{name}_attention", index)])
     mlp = layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name=f"{name}_ln2")(x)
     for j, units in enumerate(config.mlp_units, start=1):
         mlp = layers.Dense(units, activation="gelu", name=f"{name}_mlp{j}")(mlp)
         mlp = layers.Dropout(config.mlp_dropout, name=f"{name}_drop{j}")(mlp)
-    return layers.Add(name=f"{name}_add2")([x, mlp])
+    return layers.Add(name=f"{name}_add2")([x, _residual_branch(mlp, config, f"{name}_mlp", index)])
 
 
 def build_transformer(config: TransformerConfig, *, name: str = "transformer3d") -> keras.Model:
@@ -40,9 +55,16 @@ def build_transformer(config: TransformerConfig, *, name: str = "transformer3d")
     x = inputs
     for i, (filters, kernel, stride) in enumerate(
             zip(config.stem_filters, config.stem_kernels, config.stem_strides), start=1):
-        x = layers.Conv3D(filters, kernel, strides=stride, padding="same", activation="relu", name=f"stem{i}")(x)
+        if config.stem_norm:  # conv -> BN -> ReLU (the conv's bias would be cancelled by BN)
+            x = layers.Conv3D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"stem{i}")(x)
+            x = layers.BatchNormalization(momentum=config.batchnorm_momentum, name=f"stem{i}_bn")(x)
+            x = layers.ReLU(name=f"stem{i}_relu")(x)
+        else:
+            x = layers.Conv3D(filters, kernel, strides=stride, padding="same", activation="relu", name=f"stem{i}")(x)
     # ---- tokens ----------------------------------------------------------------------------
     x = layers.Reshape((config.num_tokens, config.projection_dim), name="tokens")(x)  # (B, T, P)
+    if config.pooling == "token":
+        x = ClassToken(name="class_token")(x)  # (B, T + 1, P)
     x = PositionEmbedding(name="position_embedding")(x)
     # ---- encoder ---------------------------------------------------------------------------
     taps = []
@@ -53,7 +75,12 @@ def build_transformer(config: TransformerConfig, *, name: str = "transformer3d")
     # ---- decoder ---------------------------------------------------------------------------
     x = layers.Concatenate(axis=-1, name="taps")(taps) if len(taps) > 1 else taps[0]  # (B, T, P * len(taps))
     x = layers.BatchNormalization(momentum=config.batchnorm_momentum, name="decoder_bn")(x)
-    x = layers.GlobalAveragePooling1D(name="pool")(x) if config.pooling == "mean" else layers.Flatten(name="pool")(x)
+    if config.pooling == "mean":
+        x = layers.GlobalAveragePooling1D(name="pool")(x)
+    elif config.pooling == "token":
+        x = TakeToken(0, name="pool")(x)  # the class token's features
+    else:
+        x = layers.Flatten(name="pool")(x)
     x = layers.Dense(config.head_units, activation="relu", name="head")(x)
     logits = layers.Dense(config.num_classes, name="logits", dtype="float32")(x)  # float32 under mixed precision
     return keras.Model(inputs, logits, name=name)

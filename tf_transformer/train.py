@@ -31,10 +31,10 @@ from tf_transformer.data import KerasBatches
 from tf_transformer.flops import flops_per_sample
 from tf_transformer.model import build_transformer, summary_lines
 from tf_transformer.options import KerasOptions
+from tf_transformer.steps import POLICIES, synthetic_training_step
 
 MODEL = "tf_transformer"
 MODEL_FILE = "model.keras"
-POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _gpus() -> list:
@@ -101,14 +101,26 @@ def distribution_scope(kind: str, logical_cpu_devices: int = 0):
     return strategy.scope()
 
 
-def make_optimizer(training: TrainConfig):
+def no_decay_variables(model: keras.Model) -> list:
+    """The variables --weight-decay-exclusions keeps out of weight decay: biases (attention's are 2-D,
+    heads x key_dim), norm and LayerScale parameters (at most one dimension), the position embedding and
+    the class token — the torch rule plus the two token tables."""
+    return [v for v in model.trainable_variables
+            if len(v.shape) <= 1 or v.name == "bias" or "position_embedding" in v.path or "class_token" in v.path]
+
+
+def make_optimizer(training: TrainConfig, model: keras.Model | None = None):
     clip = {"global_clipnorm": training.grad_clip} if training.grad_clip else {}
-    if training.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=training.lr, weight_decay=training.weight_decay, **clip)
     if training.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=training.lr, **clip)
-    return keras.optimizers.SGD(learning_rate=training.lr, momentum=0.9, nesterov=True,
-                                weight_decay=training.weight_decay or None, **clip)
+    if training.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=training.lr, weight_decay=training.weight_decay, **clip)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=training.lr, momentum=0.9, nesterov=True,
+                                         weight_decay=training.weight_decay or None, **clip)
+    if training.weight_decay_exclusions and model is not None:
+        optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
+    return optimizer
 
 
 def make_loss(training: TrainConfig):
@@ -123,21 +135,6 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int)
         logits = model(np.asarray(x[sl], dtype=np.float32)[..., None], training=False)
         out.append(keras.ops.convert_to_numpy(keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)))
     return np.concatenate(out)
-
-
-def synthetic_training_step(config: TransformerConfig, precision: str, *, batch_size: int, jit_compile):
-    """A real training step (AdamW) of a freshly built model under a precision policy, on one fixed
-    random batch; returns the loss. The probe times it; `tf_transformer.bench` measures speed with it."""
-    keras.mixed_precision.set_global_policy(POLICIES[precision])
-    keras.utils.set_random_seed(0)
-    model = build_transformer(config)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch_size, *config.input_shape, config.in_channels)).astype("float32")
-    y = rng.integers(0, config.num_classes, batch_size)
-    keras.mixed_precision.set_global_policy("float32")  # the model keeps its layers' policy
-    return lambda: float(model.train_on_batch(x, y))
 
 
 def precision_probe(config: TransformerConfig, batch_size: int, options: KerasOptions, cache_dir: Path | None):
@@ -176,7 +173,7 @@ class KerasAdapter:
         keras.utils.set_random_seed(training.seed)
         with scope:
             self.model = build_transformer(config)
-            self.model.compile(optimizer=make_optimizer(training),
+            self.model.compile(optimizer=make_optimizer(training, self.model),
                                loss=make_loss(training),
                                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                                jit_compile=options.jit)

@@ -45,12 +45,14 @@ def _train(args: argparse.Namespace) -> None:
     import torch
 
     from common.runs.options import dataset_for
-    from torch_resnet.config import preset
+    from common.runs.typed import parse_overrides
+    from torch_resnet.config import ResNetConfig, preset
     from torch_resnet.distributed import barrier, init_distributed, shutdown
     from torch_resnet.train import train
 
     options = from_namespace(TorchOptions, args)
-    model_config = preset(args.preset).with_data(input_shape=data.shape, num_classes=2)  # shape checked early
+    model_config = preset(args.preset, **parse_overrides(ResNetConfig, args.model)).with_data(
+        input_shape=data.shape, num_classes=2)  # overrides and shape checked before any work
     ctx = init_distributed(options.device)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)

@@ -14,6 +14,8 @@ class TorchOptions:
     device: str = field(default="auto", metadata=option("auto: the GPU if there is one", choices=("auto", "cpu", "cuda")))
     channels_last: bool | None = field(default=None, metadata=option(
         "channels_last_3d memory format (default: the faster layout here, by a timed probe)"))
-    compile: bool = field(default=False, metadata=option("torch.compile the model"))
+    compile: bool | None = field(default=None, metadata=option(
+        "torch.compile the model (default: when this run is long enough to pay back the compilation here, "
+        "by a timed probe)"))
     activation_checkpointing: bool = field(default=False, metadata=option(
         "recompute each stage's activations in backward (less memory, more compute)"))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import resource
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from torch_resnet.config import ResNetConfig
 from torch_resnet.distributed import DistContext, barrier, broadcast_object, sum_across_ranks
 from torch_resnet.model import ResNet3D, build_resnet, count_parameters, flops_per_sample
 from torch_resnet.options import TorchOptions
+from torch_resnet.steps import autocast, synthetic_training_step
 
 MODEL = "torch_resnet"
 
@@ -45,39 +46,11 @@ def hardware_of(device: torch.device) -> Hardware:
 LAYOUTS = {"ncdhw": False, "channels_last": True}
 
 
-def synthetic_training_step(config: ResNetConfig, *, batch_size: int, precision: str, channels_last: bool,
-                            device: torch.device = torch.device("cpu"), compile_model: bool = False,
-                            activation_checkpointing: bool = False):
-    """A real training step (AdamW) of a freshly built model on one fixed random batch; returns the loss.
-    The probe times it per candidate; `torch_resnet.bench` measures speed and memory with it."""
-    torch.manual_seed(0)
-    net = build_resnet(config, activation_checkpointing=activation_checkpointing).to(device)
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(batch_size, config.in_channels, *config.input_shape, generator=generator).to(device)
-    y = torch.randint(0, config.num_classes, (batch_size,), generator=generator).to(device)
-    if channels_last:
-        net.to(memory_format=torch.channels_last_3d)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    model = torch.compile(net) if compile_model else net
-
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(precision, device):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        loss.backward()
-        optimizer.step()
-        return loss.item()  # also waits for the device, so a timer around step() is honest on a GPU
-
-    return step
-
-
 def make_probe_step(config: ResNetConfig, candidate: str, *, batch_size: int, device: torch.device):
-    """The training step of a "<precision>/<layout>" candidate."""
-    precision, layout = candidate.split("/")
+    """The training step of a "<precision>/<layout>[/compiled]" candidate."""
+    precision, layout, *compiled = candidate.split("/")
     return synthetic_training_step(config, batch_size=batch_size, precision=precision,
-                                   channels_last=LAYOUTS[layout], device=device)
+                                   channels_last=LAYOUTS[layout], device=device, compile_model=bool(compiled))
 
 
 class SpeedProbe:
@@ -89,10 +62,10 @@ class SpeedProbe:
                  "threads": torch.get_num_threads(), "model": config.to_dict(), "batch": batch_size}
         self.cache_file = cache_dir / f"resnet-{probe_key(facts)}.json" if cache_dir else None
 
-    def __call__(self, candidates: list[str]) -> dict[str, float]:
+    def __call__(self, candidates: list[str], warmups: dict[str, float] | None = None) -> dict[str, float]:
         return timed_probe(candidates, lambda c: make_probe_step(self.config, c, batch_size=self.batch_size,
                                                                  device=self.device),
-                           batch_size=self.batch_size, cache_file=self.cache_file)
+                           batch_size=self.batch_size, cache_file=self.cache_file, warmups=warmups)
 
 
 def resolve_channels_last(requested: bool | None, precision: str, probe: SpeedProbe | None) -> tuple[bool, str]:
@@ -106,6 +79,39 @@ def resolve_channels_last(requested: bool | None, precision: str, probe: SpeedPr
     return ratio > 1.0, f"probe: channels_last {ratio:.2f}x NCDHW in {precision}"
 
 
+# A run whose eager training would take less than this is not worth probing torch.compile: the probe
+# compiles once itself (about a minute on a CPU), so a shorter run could never gain it back.
+COMPILE_PROBE_MIN_SECONDS = 600.0
+# Compile only when the run is this many times longer than the payback: an epoch's ragged last batch
+# (another input shape) and a resumed process each compile again.
+COMPILE_PAYBACK_MARGIN = 2.0
+
+
+def resolve_compile(requested: bool | None, *, precision: str, channels_last: bool, planned_steps: int,
+                    probe) -> tuple[bool, str]:
+    """(compile, why): an explicit flag wins; else compile when this run is long enough for the faster
+    compiled steps, measured here, to pay back the compilation, also measured here."""
+    if requested is not None:
+        return requested, f"--{'' if requested else 'no-'}compile given"
+    if probe is None:
+        return False, "no probe (several processes): eager"
+    eager = f"{precision}/{'channels_last' if channels_last else 'ncdhw'}"
+    eager_step = probe.batch_size / probe([eager])[eager]
+    if planned_steps * eager_step < COMPILE_PROBE_MIN_SECONDS:
+        return False, (f"eager: {planned_steps} steps of ~{eager_step:.2f} s are too short a run to pay back a "
+                       "compilation (not probed)")
+    warmups: dict[str, float] = {}
+    compiled = eager + "/compiled"
+    speeds = probe([eager, compiled], warmups=warmups)
+    compiled_step = probe.batch_size / speeds[compiled]
+    if compiled_step >= eager_step:
+        return False, f"probe: compiled steps {eager_step / compiled_step:.2f}x eager, no faster"
+    payback = (warmups[compiled] - warmups[eager]) / (eager_step - compiled_step)
+    chosen = planned_steps > COMPILE_PAYBACK_MARGIN * payback
+    return chosen, (f"probe: compiled steps {eager_step / compiled_step:.2f}x eager; the compilation pays back after "
+                    f"{payback:.0f} steps, this run has {planned_steps}")
+
+
 def precision_probe(requested_layout: bool | None, probe: SpeedProbe | None):
     """For `decide_precision`: best samples/s per precision over the layouts still open."""
     if probe is None:
@@ -117,12 +123,6 @@ def precision_probe(requested_layout: bool | None, probe: SpeedProbe | None):
         return {p: best_of(speeds, p) for p in ("fp32", "bf16")}
 
     return measure
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def to_model_input(batch: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -142,6 +142,16 @@ def predict_probabilities(model: nn.Module, x: np.ndarray, *, batch_size: int, p
             logits = model(to_model_input(np.asarray(x[sl], dtype=np.float32), device, channels_last))
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def decay_groups(net: nn.Module, training: TrainConfig):
+    """All parameters in one group, or with --weight-decay-exclusions two: matrices and kernels decay;
+    biases and norm parameters (every parameter of at most one dimension) do not."""
+    if not training.weight_decay_exclusions:
+        return list(net.parameters())
+    params = list(net.parameters())
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def make_optimizer(parameters, training: TrainConfig) -> torch.optim.Optimizer:
@@ -172,9 +182,14 @@ class TorchAdapter:
         self.precision = precision.resolved
         self.preprocess = dataset.preprocess
         self.channels_last, layout_reason = resolve_channels_last(options.channels_last, self.precision, probe)
-        self.options = {**asdict(options), "channels_last": self.channels_last, "layout_reason": layout_reason}
+        planned_steps = training.epochs * -(-len(dataset.split("train").y) // training.batch_size)
+        self.compile, compile_reason = resolve_compile(options.compile, precision=self.precision,
+                                                       channels_last=self.channels_last, planned_steps=planned_steps,
+                                                       probe=probe)
+        self.options = {**asdict(options), "channels_last": self.channels_last, "layout_reason": layout_reason,
+                        "compile": self.compile, "compile_reason": compile_reason}
         if probe is not None and probe.cache_file is not None and probe.cache_file.is_file():
-            self.options["probe_samples_per_second"] = json.loads(probe.cache_file.read_text())
+            self.options["probe"] = json.loads(probe.cache_file.read_text())
         torch.manual_seed(training.seed)
         self.net: ResNet3D = build_resnet(config, activation_checkpointing=options.activation_checkpointing)
         self.net.to(self.device)
@@ -184,9 +199,9 @@ class TorchAdapter:
         if ctx.enabled:
             self.model = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if options.compile:
+        if self.compile:
             self.model = torch.compile(self.model)
-        self.optimizer = make_optimizer(self.net.parameters(), training)
+        self.optimizer = make_optimizer(decay_groups(self.net, training), training)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def facts(self) -> AdapterFacts:
@@ -200,10 +215,13 @@ class TorchAdapter:
             group["lr"] = learning_rate
         self.model.train()
         totals = torch.zeros(3, dtype=torch.float64)  # weighted loss sum, correct, count
+        data_wait = 0.0  # seconds the loop waited for a batch the prefetch thread had not finished
         with ThreadPoolExecutor(1) as prefetch:  # read + augment batch i+1 while batch i computes
             pending = prefetch.submit(batches.__getitem__, 0)
             for step in range(len(batches)):
+                waiting = time.perf_counter()
                 batch = pending.result()
+                data_wait += time.perf_counter() - waiting
                 if step + 1 < len(batches):
                     pending = prefetch.submit(batches.__getitem__, step + 1)
                 x = to_model_input(batch.x, self.device, self.channels_last)
@@ -224,7 +242,7 @@ class TorchAdapter:
                                        dtype=torch.float64)
                 on_step(loss_value)
         totals = sum_across_ranks(self.ctx, totals)
-        return EpochStats(float(totals[0] / totals[2]), float(totals[1] / totals[2]), int(totals[2]))
+        return EpochStats(float(totals[0] / totals[2]), float(totals[1] / totals[2]), int(totals[2]), data_wait)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return predict_probabilities(self.net, x, batch_size=self.training.batch_size, precision=self.precision,

@@ -94,11 +94,18 @@ class TrainConfig:
         "auto: decided once per run where it runs and recorded in config.json (see README)", choices=PRECISIONS))
     augment: bool = field(default=True, metadata=option("flip/shift/intensity augmentation of training batches"))
     flip_axes: tuple[int, ...] = field(default=(0,), metadata=option("axes flipped by augmentation (0 = L-R)"))
+    rotate_degrees: float = field(default=0.0, metadata=option(
+        "augmentation: random rotation about each axis, up to this many degrees (0: off)"))
+    scale_jitter: float = field(default=0.0, metadata=option(
+        "augmentation: random isotropic zoom in [1 - s, 1 + s] (0: off)"))
     class_weights: bool = field(default=False, metadata=option(
         "weight each sample's loss by n / (k * count of its class) (scikit-learn 'balanced')"))
     balanced_sampler: bool = field(default=False, metadata=option("draw class-balanced batches with replacement"))
     label_smoothing: float = field(default=0.0, metadata=option(
         "label smoothing epsilon: targets (1 - e) one-hot + e / K (Szegedy et al. 2016); 0: off"))
+    weight_decay_exclusions: bool = field(default=False, metadata=option(
+        "no weight decay on biases, norms and other 1-D parameters, position embedding and class token "
+        "(DeiT / timm)"))
     grad_clip: float = field(default=0.0, metadata=option(
         "clip the global gradient norm to this value before each step; 0: off"))
     patience: int = field(default=0, metadata=option("early stopping patience in epochs (0: off)"))
@@ -120,7 +127,10 @@ class TrainConfig:
         self.augmentation()
 
     def augmentation(self) -> AugmentConfig | None:
-        return AugmentConfig(flip_axes=self.flip_axes) if self.augment else None
+        if not self.augment:
+            return None
+        return AugmentConfig(flip_axes=self.flip_axes, max_rotation_degrees=self.rotate_degrees,
+                             max_scale=self.scale_jitter)
 
     def learning_rate(self, epoch: int) -> float:
         from common.runs.schedules import learning_rate

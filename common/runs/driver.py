@@ -70,6 +70,7 @@ class EpochStats:
     loss: float  # mean of weight * cross-entropy over the epoch's samples (all ranks)
     accuracy: float  # unweighted
     samples: int  # samples seen by all ranks together
+    data_wait_seconds: float | None = None  # time the step loop waited for its next batch (None: not measured)
 
 
 class ModelAdapter(Protocol):
@@ -296,6 +297,8 @@ class _Loop:
             row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_accuracy": stats.accuracy,
                    "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
                    "seconds": time.perf_counter() - started}
+            if stats.data_wait_seconds is not None and train_seconds > 0:
+                row["data_wait"] = stats.data_wait_seconds / train_seconds  # logged; not a history column
             self._select(epoch + 1, row[training.select_metric])
             self.state.train_seconds += train_seconds
             self.state.samples_seen += stats.samples
@@ -333,7 +336,8 @@ class _Loop:
         self._tb.epoch(row)
         print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
               f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}  lr {row['lr']:.2e}  "
-              f"{row['seconds']:.1f}s", flush=True)
+              f"{row['seconds']:.1f}s" + (f"  data wait {row['data_wait']:.1%}" if "data_wait" in row else ""),
+              flush=True)
 
     # ---- the end of a run -----------------------------------------------------------------------
     def finish(self, record: RunRecord) -> dict:

@@ -39,6 +39,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, presets, default_
                            defaults: TrainConfig = TrainConfig()) -> None:
     parser.add_argument("--preset", default=default_preset, choices=sorted(presets),
                         help=f"model preset (default: {default_preset})")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one field of the preset's model config, e.g. --model layer_scale=0 "
+                             "(repeatable; typed by the config's field; recorded in config.json)")
     add_arguments(parser, defaults, title="training (defines the run)")
     add_arguments(parser, RuntimeConfig(), title="runtime")
 

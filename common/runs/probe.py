@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 
-PROBE_FORMAT = 1
+PROBE_FORMAT = 2  # 2: warm-up seconds kept beside samples/s
 TIMED_STEPS = 3  # after one untimed warm-up step (allocation, kernel selection, tracing)
 SLOW_STEP_SECONDS = 5.0  # a warm-up slower than this: time a single step (big models on a CPU)
 
@@ -57,23 +57,32 @@ def time_steps(step: Callable[[], object], steps: int, *, single_after_slow_warm
 
 
 def timed_probe(candidates: list[str], make_step: Callable[[str], Callable[[], None]], *, batch_size: int,
-                cache_file: Path | None = None, timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+                cache_file: Path | None = None, timer: Callable[[], float] = time.perf_counter,
+                warmups: dict[str, float] | None = None) -> dict[str, float]:
     """samples/s per candidate: the median of a few timed steps of `make_step(candidate)`.
 
     Candidates already in `cache_file` (one JSON object per probe context) are not measured again.
+    `warmups`, if given, receives each candidate's untimed first step in seconds (what a compilation costs).
     """
     known: dict[str, float] = {}
+    known_warmups: dict[str, float] = {}
     if cache_file is not None and cache_file.is_file():
         try:
-            known = {str(k): float(v) for k, v in json.loads(cache_file.read_text()).items()}
-        except (ValueError, AttributeError):
-            known = {}  # a damaged cache entry is measured again
-    missing = [c for c in candidates if c not in known]
+            cached = json.loads(cache_file.read_text())
+            known = {str(k): float(v) for k, v in cached["samples_per_second"].items()}
+            known_warmups = {str(k): float(v) for k, v in cached["warmup_seconds"].items()}
+        except (ValueError, AttributeError, KeyError, TypeError):
+            known, known_warmups = {}, {}  # a damaged cache entry is measured again
+    missing = [c for c in candidates if c not in known or c not in known_warmups]
     for candidate in missing:
         timing = time_steps(make_step(candidate), TIMED_STEPS, single_after_slow_warmup=SLOW_STEP_SECONDS, timer=timer)
         known[candidate] = round(batch_size / timing.median, 3) if timing.median > 0 else float("inf")
+        known_warmups[candidate] = round(timing.warmup_seconds, 3)
     if missing and cache_file is not None:
-        atomic_write_text(cache_file, json.dumps(known, indent=1))
+        atomic_write_text(cache_file, json.dumps({"samples_per_second": known, "warmup_seconds": known_warmups},
+                                                 indent=1))
+    if warmups is not None:
+        warmups.update({c: known_warmups[c] for c in candidates})
     return {c: known[c] for c in candidates}
 
 

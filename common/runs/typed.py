@@ -141,6 +141,29 @@ def from_jsonable(cls: type[T], values: dict, *, origin: str) -> T:
         raise ConfigError(f"{origin}: invalid {cls.__name__} ({exc})") from exc
 
 
+def parse_overrides(cls: type, pairs, *, flag_name: str = "--model") -> dict:
+    """["key=value", ...] -> {field: typed value} for dataclass `cls` (e.g. a model config's fields on
+    top of a preset). A value is JSON (0.1, true, [3, 3, 3, 1]) or, failing that, a bare string."""
+    import json
+
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    out = {}
+    for pair in pairs or ():
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{flag_name} '{pair}': expected KEY=VALUE")
+        if key not in names:
+            raise ConfigError(f"{flag_name} '{pair}': '{key}' is not a field of {cls.__name__} ({', '.join(names)})")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out[key] = _decode(hints[key], value, origin=f"{flag_name} {key}")
+    return out
+
+
 def _decode(hint, value, *, origin: str):
     inner, optional = _unwrap_optional(hint)
     if value is None:

@@ -1,0 +1,34 @@
+"""Tuning and ablation tables of the AdrenalMNIST3D runs, from each run's metrics.json (val, and test
+for the record) and config.json: `python results/adrenalmnist3d/tables.py runs/adrenal > tables.md`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def row(run: Path) -> str:
+    metrics = json.loads((run / "metrics.json").read_text())
+    record = json.loads((run / "config.json").read_text())
+    seconds = record.get("outcome", {}).get("train_seconds", float("nan"))
+    val, test = metrics["val"], metrics["test"]
+    return (f"| {run.name} | {val['roc_auc']:.3f} | {val['balanced_accuracy']:.3f} | {val['log_loss']:.3f} | "
+            f"{test['roc_auc']:.3f} | {test['accuracy']:.3f} | {test['balanced_accuracy']:.3f} | {seconds / 60:.1f} |")
+
+
+def main(root: Path) -> None:
+    header = ["| run | val AUC | val bal. acc | val loss | test AUC | test ACC | test bal. acc | train min |",
+              "|---|---|---|---|---|---|---|---|"]
+    runs = sorted(p for p in root.iterdir() if (p / "metrics.json").is_file())
+    for title, keep in (("Tuning (seed 0; chosen on val AUC)", lambda n: n.rsplit("-s", 1)[0] in
+                         ("vit-small", "vit-recipe", "resnet-small", "resnet-recipe") and n.endswith("-s0")),
+                        ("Ablation of the transformer recipe (seed 0)", lambda n: n.startswith("vit-recipe") and
+                         n.endswith("-s0")),
+                        ("Seeds", lambda n: not n.endswith("-s0"))):
+        print(f"## {title}\n")
+        print("\n".join(header + [row(r) for r in runs if keep(r.name)]) + "\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

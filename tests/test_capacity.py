@@ -1,0 +1,277 @@
+"""The GPU benchmark's parts, checked on a CPU: batch search, out-of-memory detection, memory plans
+(meta-device counts and the transformer's analytic formula against real saved tensors), the loader's
+data-wait measurement, and the whole prepared script end to end at 32^3."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.runs.capacity import (
+    MemoryPlan,
+    batch_for_memory,
+    bf16_dense_peak,
+    is_out_of_memory,
+    largest_batch,
+    plan_batches,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- batch search ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("limit, cap", [(5, 64), (1, 64), (64, 64), (37, 64), (3, 3), (100, 8)])
+def test_the_search_finds_the_largest_batch_that_fits_in_few_trials(limit, cap):
+    search = largest_batch(lambda batch: batch <= limit, cap)
+    assert search.largest == min(limit, cap)
+    assert search.capped == (limit >= cap)
+    assert len(search.trials) <= 2 * math.ceil(math.log2(cap)) + 1
+    assert all(ok == (batch <= limit) for batch, ok in search.trials)
+    assert max(b for b, _ in search.trials) <= cap
+
+
+def test_the_search_reports_zero_when_nothing_fits():
+    search = largest_batch(lambda batch: False, 16)
+    assert (search.largest, search.trials, search.capped) == (0, ((1, False),), False)
+    with pytest.raises(ValueError, match="max_batch"):
+        largest_batch(lambda batch: True, 0)
+
+
+def test_out_of_memory_is_recognised_across_frameworks():
+    class ResourceExhaustedError(Exception):
+        pass
+
+    import torch
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))
+    assert is_out_of_memory(ResourceExhaustedError("OOM when allocating tensor with shape[8,4,8000,8000]"))
+    assert not is_out_of_memory(ValueError("Input 0 of layer conv3d is incompatible with the layer"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_peak_table_matches_the_most_specific_name_first():
+    assert bf16_dense_peak("NVIDIA H200") == 989e12
+    assert bf16_dense_peak("NVIDIA H100 PCIe") == 756e12
+    assert bf16_dense_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert bf16_dense_peak("NVIDIA L40S") == 362e12 and bf16_dense_peak("NVIDIA L4") == 121e12
+    assert bf16_dense_peak("Quadro K620") is None
+
+
+def test_plan_batches_fill_ninety_percent_of_each_gpu():
+    plan = plan_batches(MemoryPlan(model="m", input_shape=(8, 8, 8), precision="fp32", fixed_bytes=4 * 10**9,
+                                   activation_bytes=10 * 10**9, checkpointed_bytes=3 * 10**9, method="test"))
+    # 24 GB: 21.6 - 4 = 17.6 GB usable -> 1 sample of 10 GB, 5 of 3 GB; 141 GB: 122.9 -> 12 and 40.
+    assert plan.batches["24"] == {"off": 1, "on": 5}
+    assert plan.batches["141"] == {"off": 12, "on": 40}
+    assert batch_for_memory(1e9, 2 * 10**9, 10) == 0  # the fixed part alone does not fit
+
+
+# ---- memory plans -----------------------------------------------------------------------------------
+
+def test_saved_tensor_count_of_a_linear_layer_is_its_input():
+    import torch
+
+    from torch_resnet.memory import saved_tensor_bytes
+
+    layer = torch.nn.Linear(4, 3)
+    assert saved_tensor_bytes(layer, torch.ones(2, 4, requires_grad=False)) == 2 * 4 * 4  # weights excluded
+    with torch.device("meta"):
+        meta_layer, meta_x = torch.nn.Linear(4, 3), torch.ones(5, 4)
+    assert saved_tensor_bytes(meta_layer, meta_x) == 5 * 4 * 4
+
+
+def test_resnet_plan_on_the_meta_device_equals_real_tensors():
+    from torch_resnet.config import preset
+    from torch_resnet.memory import activation_bytes, memory_plan
+
+    config = preset("tiny").with_data(input_shape=(16, 16, 16), num_classes=2)
+    for checkpointing in (False, True):
+        assert activation_bytes(config, checkpointing=checkpointing) == \
+            activation_bytes(config, checkpointing=checkpointing, device="cpu")
+    plan = memory_plan(preset("seed").with_data(input_shape=(64, 64, 64), num_classes=3))
+    assert 0 < plan.checkpointed_bytes < plan.activation_bytes / 2
+    bigger = memory_plan(preset("seed").with_data(input_shape=(128, 128, 128), num_classes=3))
+    assert 7 < bigger.activation_bytes / plan.activation_bytes < 9  # activations scale with voxels (8x)
+    assert [row["off"] for row in bigger.batches.values()] == sorted(row["off"] for row in bigger.batches.values())
+
+
+def test_transformer_parameter_formula_equals_keras():
+    from tf_transformer.config import preset
+    from tf_transformer.memory import parameter_count
+    from tf_transformer.model import build_transformer
+
+    recipe = {"pooling": "token", "layer_scale": 0.1, "drop_path": 0.1, "stem_norm": True}
+    for name, overrides in (("tiny", {}), ("small", {}), ("tiny", {"pooling": "flatten"}), ("tiny", recipe),
+                            ("small_recipe", {})):
+        config = preset(name, **overrides).with_data(input_shape=(16, 16, 16), num_classes=3)
+        assert parameter_count(config) == build_transformer(config).count_params()
+
+
+_SAVED_BY_KERAS = """
+import json, sys, torch
+from tf_transformer.config import preset
+from tf_transformer.model import build_transformer
+from tf_transformer.memory import activation_elements
+out = {}
+for name, shape in (("tiny", 16), ("small", 28)):
+    config = preset(name).with_data(input_shape=(shape,) * 3, num_classes=3)
+    model = build_transformer(config)
+    def saved(batch):
+        seen = {}
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.randn(batch, shape, shape, shape, 1), training=True)
+        return sum(seen.values())
+    out[name] = [saved(2) - saved(1), 4 * activation_elements(config)]
+print(json.dumps(out))
+"""
+
+
+def test_transformer_activation_formula_matches_the_tensors_keras_saves():
+    """The analytic count against torch's own record of what Keras layers save (torch backend, batch 2 - 1)."""
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", _SAVED_BY_KERAS], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, (measured, formula) in json.loads(done.stdout.strip().splitlines()[-1]).items():
+        assert formula == pytest.approx(measured, rel=0.02), name
+
+
+def test_flash_attention_removes_the_quadratic_term():
+    from tf_transformer.config import preset
+    from tf_transformer.memory import activation_elements
+
+    seed = preset("seed").with_data(input_shape=(192, 192, 192), num_classes=3)
+    assert seed.num_tokens == 8000
+    saved = activation_elements(seed) - activation_elements(seed, flash_attention=True)
+    assert saved == seed.num_blocks * (3 * seed.num_heads * 8000**2 - seed.num_heads * 8000)
+
+
+# ---- data wait -------------------------------------------------------------------------------------------
+
+def test_a_training_epoch_measures_how_long_it_waited_for_data(make_manifest, cache_root):
+    from common.data.batches import EpochBatches
+    from common.data.dataset import prepare_dataset
+    from common.data.preprocess import PreprocessConfig
+    from common.runs.config import TrainConfig
+    from common.runs.record import PrecisionDecision
+    from torch_resnet.config import preset
+    from torch_resnet.distributed import DistContext
+    from torch_resnet.options import TorchOptions
+    from torch_resnet.train import TorchAdapter
+
+    dataset = prepare_dataset(make_manifest(n_subjects=10), label_column="label",
+                              preprocess=PreprocessConfig(shape=(16, 16, 16)), cache_root=cache_root, progress=False)
+    config = preset("tiny").with_data(input_shape=(16, 16, 16), num_classes=2)
+    adapter = TorchAdapter(config, TrainConfig(batch_size=2), TorchOptions(channels_last=False),
+                           PrecisionDecision("fp32", "fp32", "test"), DistContext(), dataset.classes, dataset)
+    batches = EpochBatches(dataset.split("train"), batch_size=2, seed=0, epoch=0)
+
+    class SlowLoader:  # every batch takes 0.2 s to "read": the loop must wait at least for the first
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, step):
+            time.sleep(0.2)
+            return batches[step]
+
+    stats = adapter.fit_epoch(SlowLoader(), learning_rate=1e-3, on_step=lambda loss: None)
+    assert stats.data_wait_seconds >= 0.2
+    assert stats.samples == 4 and np.isfinite(stats.loss)
+
+
+# ---- the prepared script -------------------------------------------------------------------------------
+
+def test_the_script_always_finishes_and_reports_every_row(tmp_path):
+    """With no budget every row is skipped, and the JSON and the page are still written."""
+    from common.gpu_benchmark import main
+
+    assert main(["--device", "cpu", "--shape", "32", "--budget-s", "0", "--json-dir", str(tmp_path),
+                 "--out", str(tmp_path / "gpu.md")]) == 0
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert set(rows) >= {"plan-resnet", "plan-vit", "resnet-32-plain", "resnet-32-fast", "vit-32-flash-false",
+                         "vit-32-flash-true", "loader-32"}
+    assert all(r["error"].startswith("skipped") for r in rows.values())
+    page = (tmp_path / "gpu.md").read_text()
+    assert "| 32^3 | plain | failed: skipped" in page
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_end_to_end_on_a_cpu(tmp_path):
+    """`--device cpu --shape 32`: the same script and rows a GPU runs, so it cannot break unseen."""
+    out = tmp_path / "BENCHMARKS-gpu.md"
+    done = subprocess.run([sys.executable, "-m", "common.gpu_benchmark", "--device", "cpu", "--shape", "32", "--steps",
+                           "1", "--json-dir", str(tmp_path), "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    failed = {k: r["error"] for k, r in rows.items() if "error" in r}
+    assert not failed
+    for key in ("resnet-32-plain", "resnet-32-fast", "vit-32-flash-false", "vit-32-flash-true"):
+        assert rows[key]["batch"] == 2 and rows[key]["samples_per_second"] > 0 and rows[key]["peak_memory_bytes"] > 0
+    assert rows["plan-resnet"]["batches"]["141"]["on"] > rows["plan-resnet"]["batches"]["141"]["off"]
+    assert rows["loader-32"]["steps"] > 0 and 0 <= rows["loader-32"]["data_wait_fraction"] < 1
+    page = out.read_text()
+    assert "failed" not in page and "## Training memory of the seed presets at 192^3" in page
+
+
+# ---- torch.compile by default where it pays back ----------------------------------------------------------
+
+class FakeProbe:
+    """Eager 2.0 s/step (batch 8); compiled 1.6 s/step after an 80 s compilation: paid back after 200 steps."""
+
+    batch_size = 8
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def __call__(self, candidates, warmups=None):
+        self.asked += candidates
+        table = {"fp32/channels_last": (4.0, 1.0), "fp32/channels_last/compiled": (5.0, 81.0)}
+        if warmups is not None:
+            warmups.update({c: table[c][1] for c in candidates})
+        return {c: table[c][0] for c in candidates}
+
+
+def test_compile_is_chosen_only_for_runs_long_enough_to_pay_it_back():
+    from torch_resnet.train import resolve_compile
+
+    def decide(steps, requested=None, probe=None):
+        probe = probe or FakeProbe()
+        return resolve_compile(requested, precision="fp32", channels_last=True, planned_steps=steps, probe=probe), probe
+
+    (chosen, why), probe = decide(250)  # 500 s of eager training: not even worth probing
+    assert not chosen and "not probed" in why and probe.asked == ["fp32/channels_last"]
+    (chosen, why), _ = decide(500)  # pays back after 200 steps; 500 > 2 x 200
+    assert chosen and "pays back after 200 steps, this run has 500" in why
+    (chosen, why), probe = decide(350)  # 700 s eager, so probed, but under twice the payback
+    assert not chosen and "fp32/channels_last/compiled" in probe.asked
+    assert decide(10_000, requested=False)[0] == (False, "--no-compile given")
+    assert resolve_compile(None, precision="fp32", channels_last=True, planned_steps=10_000, probe=None)[0] is False
+
+
+def test_probe_keeps_each_candidates_warmup(tmp_path):
+    from common.runs.probe import timed_probe
+
+    clock = iter(range(1000))
+    warmups: dict = {}
+    cache = tmp_path / "probe.json"
+    timed_probe(["a"], lambda c: (lambda: None), batch_size=2, cache_file=cache, timer=lambda: next(clock),
+                warmups=warmups)
+    assert warmups == {"a": 1.0}
+    again: dict = {}
+    timed_probe(["a"], lambda c: pytest.fail("cached: not measured again"), batch_size=2, cache_file=cache,
+                warmups=again)
+    assert again == {"a": 1.0}
