@@ -179,3 +179,80 @@ def test_a_bad_model_override_stops_the_cli_before_any_work(tmp_path, capsys):
     assert code != 0
     assert "filters 0: must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+# ---- weight EMA -------------------------------------------------------------------------------------------
+
+def _tiny_dataset(make_manifest, cache_root):
+    from common.data.dataset import prepare_dataset
+    from common.data.preprocess import PreprocessConfig
+
+    return prepare_dataset(make_manifest(n_subjects=10), label_column="label",
+                           preprocess=PreprocessConfig(shape=(16, 16, 16)), cache_root=cache_root, progress=False)
+
+
+def test_torch_ema_is_what_validation_and_the_saved_model_see(make_manifest, cache_root, tmp_path):
+    import torch
+
+    from common.data.batches import EpochBatches
+    from common.runs.config import TrainConfig
+    from common.runs.record import PrecisionDecision
+    from torch_resnet.config import preset
+    from torch_resnet.distributed import DistContext
+    from torch_resnet.options import TorchOptions
+    from torch_resnet.train import TorchAdapter
+
+    dataset = _tiny_dataset(make_manifest, cache_root)
+    config = preset("tiny").with_data(input_shape=(16, 16, 16), num_classes=2)
+
+    def adapter(ema_decay):
+        return TorchAdapter(config, TrainConfig(batch_size=2, ema_decay=ema_decay), TorchOptions(channels_last=False),
+                            PrecisionDecision("fp32", "fp32", "test"), DistContext(), dataset.classes, dataset)
+
+    plain, averaged = adapter(0.0), adapter(0.9)
+    batches = EpochBatches(dataset.split("train"), batch_size=2, seed=0, epoch=0)
+    for a in (plain, averaged):
+        a.fit_epoch(batches, learning_rate=1e-2, on_step=lambda loss: None)
+    steps = len(batches)
+    assert plain.ema is None and averaged.ema.n_averaged.item() == steps  # one update per step
+    live = dict(averaged.net.named_parameters())
+    assert any(not torch.equal(p, live[n]) for n, p in averaged.ema.module.named_parameters())
+    x = dataset.split("val").x
+    ema_probs = averaged.predict(x)
+    averaged.save_model(tmp_path / "model.pt")
+    fresh = adapter(0.9)
+    fresh.load_model(tmp_path / "model.pt")
+    assert np.allclose(fresh.predict(x), ema_probs, atol=1e-6)  # the saved model is the average
+    averaged.save_state(tmp_path / "state.pt")
+    resumed = adapter(0.9)
+    resumed.load_state(tmp_path / "state.pt")
+    assert resumed.ema.n_averaged.item() == steps and np.allclose(resumed.predict(x), ema_probs, atol=1e-6)
+
+
+def test_keras_ema_is_swapped_in_for_validation_only(make_manifest, cache_root, tmp_path):
+    import keras
+
+    from common.data.batches import EpochBatches
+    from common.runs.config import TrainConfig
+    from common.runs.record import PrecisionDecision
+    from tf_transformer.config import preset
+    from tf_transformer.options import KerasOptions
+    from tf_transformer.train import KerasAdapter
+
+    dataset = _tiny_dataset(make_manifest, cache_root)
+    config = preset("tiny").with_data(input_shape=(16, 16, 16), num_classes=2)
+    adapter = KerasAdapter(config, TrainConfig(batch_size=2, ema_decay=0.9), KerasOptions(),
+                           PrecisionDecision("fp32", "fp32", "test"))
+    adapter.fit_epoch(EpochBatches(dataset.split("train"), batch_size=2, seed=0, epoch=0), learning_rate=1e-2,
+                      on_step=lambda loss: None)
+    live = [keras.ops.convert_to_numpy(v).copy() for v in adapter.model.trainable_variables]
+    x = dataset.split("val").x
+    ema_probs = adapter.predict(x)
+    after = [keras.ops.convert_to_numpy(v) for v in adapter.model.trainable_variables]
+    assert all(np.array_equal(a, b) for a, b in zip(live, after))  # swapped back after validation
+    from tf_transformer.train import predict_probabilities
+    assert not np.allclose(predict_probabilities(adapter.model, x, batch_size=2), ema_probs)  # live != average
+    adapter.save_model(tmp_path / "model.keras")
+    assert all(np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(live, adapter.model.trainable_variables))
+    adapter.load_model(tmp_path / "model.keras")
+    assert np.allclose(adapter.predict(x), ema_probs, atol=1e-5)  # the saved model is the average

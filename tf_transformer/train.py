@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -159,6 +159,46 @@ class StepHook(keras.callbacks.Callback):
         self.on_step(float((logs or {}).get("loss", float("nan"))))
 
 
+class WeightEMA(keras.callbacks.Callback):
+    """Exponential moving average of a model's weights, updated after every training step (--ema-decay).
+
+    Not the optimizer's `use_ema`: Keras' `fit` overwrites the model with that average when it returns,
+    and the driver calls `fit` once per epoch, so training would restart from the average every epoch.
+    As torch's AveragedModel: the first update copies, then shadow = d * shadow + (1 - d) * weight, over
+    every model variable (trainable weights and BatchNorm statistics). The shadows are Keras variables,
+    so the resume state carries them.
+    """
+
+    def __init__(self, model: keras.Model, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.tracked = list(model.variables)
+        # From a numpy copy: a Keras variable made from another's value may share its storage.
+        self.shadows = [keras.Variable(keras.ops.convert_to_numpy(v.value), trainable=False, name=f"ema_{i}")
+                        for i, v in enumerate(self.tracked)]
+        self.updates = keras.Variable(0, dtype="int64", trainable=False, name="ema_updates")
+
+    def on_train_batch_end(self, batch, logs=None):
+        decay = 0.0 if int(keras.ops.convert_to_numpy(self.updates)) == 0 else self.decay
+        for shadow, variable in zip(self.shadows, self.tracked):
+            value = keras.ops.cast(variable.value, shadow.dtype)
+            shadow.assign(keras.ops.add(keras.ops.multiply(decay, shadow.value), keras.ops.multiply(1 - decay, value))
+                          if decay else value)
+        self.updates.assign(self.updates.value + 1)
+
+    @contextmanager
+    def swapped_in(self):
+        """The model holds the averages inside the block and its own weights again after it."""
+        own = [keras.ops.convert_to_numpy(v.value) for v in self.tracked]
+        for variable, shadow in zip(self.tracked, self.shadows):
+            variable.assign(keras.ops.cast(shadow.value, variable.dtype))
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.tracked, own):
+                variable.assign(value)
+
+
 class KerasAdapter:
     """The transformer behind the driver's ModelAdapter protocol."""
 
@@ -178,6 +218,13 @@ class KerasAdapter:
                                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                                jit_compile=options.jit)
         self._hardware = hardware()
+        # With --ema-decay, validation, selection and the saved model use the averaged weights.
+        with scope:
+            self.ema = WeightEMA(self.model, training.ema_decay) if training.ema_decay else None
+        self._use_ema = self.ema is not None
+
+    def _averaged_weights(self):
+        return self.ema.swapped_in() if self._use_ema else nullcontext()
 
     def facts(self) -> AdapterFacts:
         backend = keras.backend.backend()
@@ -191,24 +238,29 @@ class KerasAdapter:
     def fit_epoch(self, batches: EpochBatches, *, learning_rate: float, on_step: Callable[[float], None]) -> EpochStats:
         self.model.optimizer.learning_rate = learning_rate
         data = KerasBatches(batches, num_classes=self.config.num_classes, workers=2)
-        history = self.model.fit(data, epochs=1, verbose=0, callbacks=[StepHook(on_step)])
+        callbacks = [StepHook(on_step)] + ([self.ema] if self.ema is not None else [])
+        history = self.model.fit(data, epochs=1, verbose=0, callbacks=callbacks)
         samples = sum(s.stop - s.start for s in batches.slices)
         return EpochStats(float(history.history["loss"][-1]), float(history.history["accuracy"][-1]), samples)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return predict_probabilities(self.model, x, batch_size=self.training.batch_size)
+        with self._averaged_weights():
+            return predict_probabilities(self.model, x, batch_size=self.training.batch_size)
 
     def save_model(self, path: Path) -> None:
-        atomic_write(path, lambda tmp: self.model.save(tmp))
+        with self._averaged_weights():
+            atomic_write(path, lambda tmp: self.model.save(tmp))
 
     def load_model(self, path: Path) -> None:
         self.model.load_weights(path)
+        self._use_ema = False  # the model now holds the selected (averaged) weights: predict them as they are
 
     def _state_variables(self) -> list:
         optimizer = self.model.optimizer
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        return list(self.model.variables) + list(optimizer.variables)
+        ema = (self.ema.shadows + [self.ema.updates]) if self.ema is not None else []
+        return list(self.model.variables) + list(optimizer.variables) + ema
 
     def save_state(self, path: Path) -> None:
         """Every model and optimizer variable, by position (the model is rebuilt from its config)."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from common.data.batches import EpochBatches, batch_slices
 from common.data.dataset import PreparedDataset
@@ -202,6 +203,10 @@ class TorchAdapter:
         if self.compile:
             self.model = torch.compile(self.model)
         self.optimizer = make_optimizer(decay_groups(self.net, training), training)
+        # Weight EMA (--ema-decay): parameters and BatchNorm buffers averaged after every step; the average
+        # is what validation sees, what selection saves and what predicts.
+        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(training.ema_decay),
+                                 use_buffers=True) if training.ema_decay else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def facts(self) -> AdapterFacts:
@@ -237,6 +242,8 @@ class TorchAdapter:
                     nn.utils.clip_grad_norm_(self.net.parameters(), self.training.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.net)
                 loss_value = loss.item()
                 totals += torch.tensor([loss_value * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
                                        dtype=torch.float64)
@@ -244,26 +251,34 @@ class TorchAdapter:
         totals = sum_across_ranks(self.ctx, totals)
         return EpochStats(float(totals[0] / totals[2]), float(totals[1] / totals[2]), int(totals[2]), data_wait)
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validation, selection and prediction use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.net
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return predict_probabilities(self.net, x, batch_size=self.training.batch_size, precision=self.precision,
+        return predict_probabilities(self.evaluated, x, batch_size=self.training.batch_size, precision=self.precision,
                                      device=self.device, channels_last=self.channels_last)
 
     def save_model(self, path: Path) -> None:
-        checkpoints.save(path, {"model_config": self.config.to_dict(), "state_dict": self.net.state_dict(),
+        checkpoints.save(path, {"model_config": self.config.to_dict(), "state_dict": self.evaluated.state_dict(),
                                 "classes": self.classes, "preprocess": self.preprocess.to_dict()})
 
     def load_model(self, path: Path) -> None:
-        self.net.load_state_dict(checkpoints.load(path, expected=self.config)["state_dict"])
+        self.evaluated.load_state_dict(checkpoints.load(path, expected=self.config)["state_dict"])
 
     def save_state(self, path: Path) -> None:
         checkpoints.save(path, {"model_config": self.config.to_dict(), "model": self.net.state_dict(),
                                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                                "ema": self.ema.state_dict() if self.ema is not None else None,
                                 "torch_rng": torch.get_rng_state()})
 
     def load_state(self, path: Path) -> None:
         state = checkpoints.load(path, expected=self.config)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
 

@@ -103,6 +103,9 @@ class TrainConfig:
     balanced_sampler: bool = field(default=False, metadata=option("draw class-balanced batches with replacement"))
     label_smoothing: float = field(default=0.0, metadata=option(
         "label smoothing epsilon: targets (1 - e) one-hot + e / K (Szegedy et al. 2016); 0: off"))
+    ema_decay: float = field(default=0.0, metadata=option(
+        "exponential moving average of the weights, used for validation, selection and the saved model "
+        "(e.g. 0.999; 0: off)"))
     weight_decay_exclusions: bool = field(default=False, metadata=option(
         "no weight decay on biases, norms and other 1-D parameters, position embedding and class token "
         "(DeiT / timm)"))
@@ -119,6 +122,8 @@ class TrainConfig:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 1")
         if not self.lr > 0:
             raise ConfigError(f"--lr {self.lr}: must be > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"--ema-decay {self.ema_decay}: must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
         for name in ("weight_decay", "warmup_epochs", "patience", "grad_clip"):
