@@ -275,3 +275,21 @@ def test_probe_keeps_each_candidates_warmup(tmp_path):
     timed_probe(["a"], lambda c: pytest.fail("cached: not measured again"), batch_size=2, cache_file=cache,
                 warmups=again)
     assert again == {"a": 1.0}
+
+
+def test_only_out_of_memory_counts_as_not_fitting():
+    from common.runs.capacity import runs_in_memory
+
+    freed = []
+
+    def oom():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    def bug():
+        raise ValueError("shapes (2, 3) and (4, 5) not aligned")
+
+    assert runs_in_memory(lambda: None, lambda: freed.append(1)) is True
+    assert runs_in_memory(oom, lambda: freed.append(2)) is False
+    with pytest.raises(ValueError, match="not aligned"):
+        runs_in_memory(bug, lambda: freed.append(3))
+    assert freed == [1, 2, 3]  # the attempt's memory is freed whatever happened

@@ -112,7 +112,7 @@ def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: 
 
     import keras
 
-    from common.runs.capacity import is_out_of_memory, largest_batch
+    from common.runs.capacity import largest_batch, runs_in_memory
     from common.runs.probe import time_steps
     from tf_transformer.config import preset
     from tf_transformer.steps import synthetic_training_step
@@ -124,17 +124,13 @@ def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: 
     else:
         keras.config.disable_flash_attention()
 
+    def free() -> None:
+        keras.backend.clear_session()
+        gc.collect()
+
     def fits(batch_size: int) -> bool:
-        try:
-            synthetic_training_step(config, precision, batch_size=batch_size, jit_compile="auto")()
-            return True
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is a "no"; anything else is a bug
-            if not is_out_of_memory(error):
-                raise
-            return False
-        finally:
-            keras.backend.clear_session()
-            gc.collect()
+        return runs_in_memory(lambda: synthetic_training_step(config, precision, batch_size=batch_size,
+                                                              jit_compile="auto")(), free)
 
     search = None
     if batch is None:

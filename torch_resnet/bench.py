@@ -104,7 +104,7 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
     compiling once per trial would cost minutes)."""
     import gc
 
-    from common.runs.capacity import bf16_dense_peak, is_out_of_memory, largest_batch
+    from common.runs.capacity import bf16_dense_peak, largest_batch, runs_in_memory
 
     torch_device = torch.device(device)
     precision, channels_last, compile_model = CAPACITY_PATHS[path]
@@ -114,18 +114,13 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
         return synthetic_training_step(config, batch_size=batch_size, precision=precision,
                                        channels_last=channels_last, device=torch_device, compile_model=compile_model)
 
+    def free() -> None:
+        gc.collect()
+        if torch_device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def fits(batch_size: int) -> bool:
-        try:
-            make_step(batch_size)()
-            return True
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is a "no"; anything else is a bug
-            if not is_out_of_memory(error):
-                raise
-            return False
-        finally:
-            gc.collect()
-            if torch_device.type == "cuda":
-                torch.cuda.empty_cache()
+        return runs_in_memory(lambda: make_step(batch_size)(), free)
 
     search = None
     if batch is None:

@@ -40,6 +40,20 @@ def is_out_of_memory(error: BaseException) -> bool:
     return any(marker in text for marker in OOM_MARKERS)
 
 
+def runs_in_memory(step: Callable[[], object], cleanup: Callable[[], None]) -> bool:
+    """True if `step()` runs, False if it runs out of memory; any other error is a bug and propagates.
+    `cleanup` (free the failed attempt's memory) runs either way."""
+    try:
+        step()
+        return True
+    except Exception as error:  # noqa: BLE001 - only out-of-memory is a "no"
+        if not is_out_of_memory(error):
+            raise
+        return False
+    finally:
+        cleanup()
+
+
 @dataclass(frozen=True)
 class BatchSearch:
     largest: int  # the largest batch that ran a training step (0: not even batch 1)
