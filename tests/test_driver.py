@@ -239,6 +239,24 @@ def test_probe_measures_each_candidate_once_per_machine(tmp_path):
     assert both["bf16/channels_last"] == 32.0
 
 
+def test_probe_is_not_fooled_by_a_busy_spell():
+    """The machine is 3x slower for the first five steps of the probe (another job finishing): timed in
+    interleaved rounds and judged by the fastest step, both candidates see the same spell."""
+    from common.runs.probe import timed_probe
+
+    clock = StubClock({"fp32/ncdhw": 0.8, "fp32/channels_last": 0.4})
+    calls = [0]
+
+    def make_step(candidate):
+        def step():
+            calls[0] += 1
+            clock.now += clock.seconds[candidate] * (3 if calls[0] <= 5 else 1)
+        return step
+
+    speeds = timed_probe(["fp32/ncdhw", "fp32/channels_last"], make_step, batch_size=8, timer=clock)
+    assert speeds == {"fp32/ncdhw": 10.0, "fp32/channels_last": 20.0}  # the true 2x, not 0.67x
+
+
 def test_layout_and_precision_follow_the_probe():
     from torch_resnet.train import precision_probe, resolve_channels_last
 
