@@ -133,6 +133,9 @@ def load_results(folder: Path) -> dict:
               for kind in ("plain", "checkpointing") if (folder / f"resnet-memory-{kind}.json").is_file()}
     if memory:
         result["resnet_memory"] = memory
+    presets = {p.stem.removeprefix("preset-"): json.loads(p.read_text()) for p in sorted(folder.glob("preset-*.json"))}
+    if presets:
+        result["vit_presets"] = presets
     vit = [json.loads(p.read_text()) for p in sorted(folder.glob("vit-*.json"))]
     if vit:
         result["vit"] = {r["label"]: r for r in vit}
@@ -246,6 +249,21 @@ def render(result: dict, command: str) -> str:
                   f"Checkpointing needs **{ckpt['step_peak_bytes'] / plain['step_peak_bytes']:.0%}** of the memory.", "",
                   f"Commands: `{plain['command']}`, `{ckpt['command']}`", ""]
     lines += _render_cpu_checks(result)
+    presets = result.get("vit_presets")
+    if presets:
+        lines += ["## Transformer presets: the cost of the small-data recipe", "",
+                  "TensorFlow fp32, 32^3, one process each (`small_recipe`: convolutional stem with BatchNorm, "
+                  "LayerScale, drop-path; README, Models).", "",
+                  "| preset | tokens | batch | samples/s | step s | vs `small` |", "|---|---|---|---|---|---|"]
+        base = presets.get("small", {}).get("samples_per_second")
+        for name, r in presets.items():
+            if "samples_per_second" not in r:
+                lines.append(f"| `{name}` | failed: {r.get('error')} | | | | |")
+                continue
+            ratio = f"{r['samples_per_second'] / base:.2f}x" if base else "-"
+            lines.append(f"| `{name}` | {r['tokens']} | {r['batch']} | {r['samples_per_second']:.1f} | "
+                         f"{r['step_seconds']:.3f} | {ratio} |")
+        lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in presets.values() if "command" in r), ""]
     vit = result.get("vit")
     if vit:
         ok = {k: v for k, v in vit.items() if "samples_per_second" in v}

@@ -28,7 +28,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     text = out.read_text()
     for heading in ("## Data pipeline", "## ResNet (seed architecture) training throughput",
                     "## ResNet memory of one training step", "## Transformer training throughput by backend",
-                    "## Does the loader keep up?", "## Training memory of the seed presets at 192^3, on paper"):
+                    "## Does the loader keep up?", "## Training memory of the seed presets at 192^3, on paper",
+                    "## Transformer presets: the cost of the small-data recipe"):
         assert heading in text, heading
     assert "failed" not in text
     assert "2 processes vs 1" in text and "Checkpointing needs" in text

@@ -293,3 +293,24 @@ def test_only_out_of_memory_counts_as_not_fitting():
     with pytest.raises(ValueError, match="not aligned"):
         runs_in_memory(bug, lambda: freed.append(3))
     assert freed == [1, 2, 3]  # the attempt's memory is freed whatever happened
+
+
+_WITHOUT_DATA_STACK = """
+import runpy, sys
+for name in ("nibabel", "sklearn", "scipy", "tensorflow", "matplotlib", "seaborn", "tqdm"):
+    sys.modules[name] = None  # as on a borrowed GPU machine: any import of these fails
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("module, args", [
+    ("torch_resnet.bench", ["capacity", "--device", "cpu", "--shape", "16", "--max-batch", "1", "--steps", "1"]),
+    ("tf_transformer.bench", ["--capacity", "--preset", "tiny", "--shape", "16", "--max-batch", "1", "--steps", "1"]),
+    ("torch_resnet.bench", ["plan", "--shape", "32"]),
+])
+def test_gpu_rows_need_only_numpy_torch_and_keras(module, args):
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_DATA_STACK, module, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "error" not in json.loads(done.stdout.strip().splitlines()[-1])

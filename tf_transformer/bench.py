@@ -166,6 +166,12 @@ def suite(quick: bool, json_dir: Path) -> None:
             "--preset", sizes["preset"], "--shape", str(sizes["shape"]), "--batch", str(sizes["batch"]),
             "--steps", str(sizes["steps"]), "--precision", precision, "--jit-compile", jit], {"KERAS_BACKEND": backend})
         save_json(json_dir / f"vit-{i}.json", {**result, "label": label})
+    print("benchmark: transformer presets, small against small_recipe", flush=True)
+    for name in ("small", "small_recipe"):  # the cost of the small-data recipe, same backend and batch
+        result = run_json("tf_transformer.bench", [
+            "--preset", name, "--shape", "32", "--batch", str(sizes["batch"] * 2), "--steps", str(sizes["steps"]),
+            "--precision", "fp32", "--jit-compile", "false"], {"KERAS_BACKEND": "tensorflow"})
+        save_json(json_dir / f"preset-{name}.json", result)
     print("benchmark: transformer memory plan at 192^3", flush=True)
     save_json(json_dir / "plan-vit.json", run_json("tf_transformer.bench", ["--plan", "--shape", "192"]))
 
