@@ -4,6 +4,7 @@ for the record) and config.json: `python results/adrenalmnist3d/tables.py runs/a
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,10 +25,20 @@ def main(root: Path) -> None:
     for title, keep in (("Tuning (seed 0; chosen on val AUC)", lambda n: n.rsplit("-s", 1)[0] in
                          ("vit-small", "vit-recipe", "resnet-small", "resnet-recipe") and n.endswith("-s0")),
                         ("Ablation of the transformer recipe (seed 0)", lambda n: n.startswith("vit-recipe") and
-                         n.endswith("-s0")),
-                        ("Seeds", lambda n: not n.endswith("-s0"))):
+                         n.endswith("-s0"))):
         print(f"## {title}\n")
         print("\n".join(header + [row(r) for r in runs if keep(r.name)]) + "\n")
+    print("## Seeds 0, 1, 2 of the configurations run three times (test: mean ± sd over seeds)\n")
+    configs = sorted({r.name.rsplit("-s", 1)[0] for r in runs if not r.name.endswith("-s0")})
+    print("| configuration | seeds | test AUC | test ACC | test bal. acc |\n|---|---|---|---|---|")
+    for config in configs:
+        tests = [json.loads((r / "metrics.json").read_text())["test"] for r in runs if r.name.rsplit("-s", 1)[0] == config]
+        cells = []
+        for key in ("roc_auc", "accuracy", "balanced_accuracy"):
+            values = [t[key] for t in tests]
+            spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f} ({', '.join(f'{v:.3f}' for v in values)})")
+        print(f"| {config} | {len(tests)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
