@@ -256,3 +256,16 @@ def test_keras_ema_is_swapped_in_for_validation_only(make_manifest, cache_root, 
     assert all(np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(live, adapter.model.trainable_variables))
     adapter.load_model(tmp_path / "model.keras")
     assert np.allclose(adapter.predict(x), ema_probs, atol=1e-5)  # the saved model is the average
+
+
+# ---- summary.json groups by configuration ---------------------------------------------------------------
+
+def test_summary_keeps_configurations_of_one_model_apart():
+    from common.evaluation.summary import _label
+
+    entries = [{"package": "tf_transformer", "preset": "small", "configuration_id": "a"},
+               {"package": "tf_transformer", "preset": "small_recipe", "configuration_id": "b"},
+               {"package": "tf_transformer", "preset": "small_recipe", "configuration_id": "c"},
+               {"package": "torch_resnet", "preset": "small", "configuration_id": "d"}]
+    assert [_label(e, entries) for e in entries] == [
+        "Transformer small", "Transformer small_recipe b", "Transformer small_recipe c", "ResNet"]

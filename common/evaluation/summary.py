@@ -2,14 +2,19 @@
 
     python -m common.evaluation.summary RUN_DIR... | CV_FOLDER --out results/<dataset>/summary.json
 
-Per model: its package and preset, every run's test metrics (fold, seed, accuracy, balanced
-accuracy, ROC AUC with bootstrap 95 % CIs), their mean and sd, and for a cross-validation the pooled
-out-of-fold metrics. Everything is recomputed from the runs' predictions.csv and config.json.
+Per model configuration: its package, preset, model config and training options (all but the seed),
+every run's test metrics (fold, seed, accuracy, balanced accuracy, ROC AUC with bootstrap 95 % CIs), their
+mean and sd, and for a cross-validation the pooled out-of-fold metrics. Runs are grouped by that whole
+configuration, so seeds of one configuration are aggregated and two configurations of one model never
+are; an entry is named after its model ("Transformer") when the model has one configuration, else after
+model and preset, plus a short configuration id if those still collide. Everything is recomputed from
+the runs' predictions.csv and config.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -22,6 +27,7 @@ from common.evaluation.metrics import compute_metrics
 from common.evaluation.report import MODEL_LABELS
 from common.runs.record import read_record
 from common.runs.rundir import read_predictions
+from common.runs.typed import to_jsonable
 
 SCHEMA = "volume-classifiers/summary/1"
 METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
@@ -36,6 +42,18 @@ def _aggregate(runs: list[dict]) -> tuple[dict, dict]:
     mean = {k: float(np.mean([r["test"][k] for r in runs])) for k in METRICS}
     sd = {k: float(np.std([r["test"][k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in METRICS}
     return mean, sd
+
+
+def _label(entry: dict, entries) -> str:
+    """The model's name; with its preset when the model has several configurations; with the configuration
+    id when the preset does not tell them apart either."""
+    same_model = [e for e in entries if e["package"] == entry["package"]]
+    label = MODEL_LABELS[entry["package"]]
+    if len(same_model) == 1:
+        return label
+    if sum(e["preset"] == entry["preset"] for e in same_model) == 1:
+        return f"{label} {entry['preset']}"
+    return f"{label} {entry['preset']} {entry['configuration_id']}"
 
 
 def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
@@ -59,6 +77,7 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
                                 "pooled_out_of_fold": _test_metrics(cv.pooled, n_resamples)}
     else:
         protocol = "single split"
+        groups: dict[str, dict] = {}
         for path in paths:
             record = read_record(path)
             if record.outcome is None:
@@ -66,13 +85,18 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
             dataset = dataset or record.data
             if record.data.data_hash != dataset.data_hash:
                 raise DataError(f"{path}: other data than {paths[0]}")
-            label = MODEL_LABELS[record.model]
-            entry = models.setdefault(label, {"package": record.model, "preset": record.preset, "runs": []})
+            training = {k: v for k, v in to_jsonable(record.training).items() if k != "seed"}
+            configuration = {"model_config": record.model_config, "training": training}
+            key = hashlib.sha256(json.dumps([record.model, record.preset, configuration], sort_keys=True,
+                                            default=str).encode()).hexdigest()[:10]
+            entry = groups.setdefault(key, {"package": record.model, "preset": record.preset,
+                                            "configuration_id": key, **configuration, "runs": []})
             entry["runs"].append({"fold": record.data.split.fold if record.data.split.folds else None,
                                   "seed": record.training.seed, "run_dir": str(path),
                                   "test": _test_metrics(read_predictions(path).select("test"), n_resamples)})
-        for entry in models.values():
+        for entry in groups.values():
             entry["mean"], entry["sd"] = _aggregate(entry["runs"])
+            models[_label(entry, groups.values())] = entry
     if dataset is None:
         raise DataError("no runs to summarise")
     return {"schema": SCHEMA, "protocol": protocol,
