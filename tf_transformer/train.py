@@ -217,10 +217,9 @@ class KerasAdapter:
                                loss=make_loss(training),
                                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                                jit_compile=options.jit)
-        self._hardware = hardware()
-        # With --ema-decay, validation, selection and the saved model use the averaged weights.
-        with scope:
+            # With --ema-decay, validation, selection and the saved model use the averaged weights.
             self.ema = WeightEMA(self.model, training.ema_decay) if training.ema_decay else None
+        self._hardware = hardware()
         self._use_ema = self.ema is not None
 
     def _averaged_weights(self):
