@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+DEFAULT_BATCH = 4  # throughput; --capacity searches for its batch unless --batch is given
 SUITE_SIZES = {"full": {"preset": "seed", "shape": 64, "batch": 4, "steps": 4},
                "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2}}
 SUITE_CONFIGS = [  # (label, backend, precision, jit_compile)
@@ -60,7 +58,7 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
     config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=3)
     step = synthetic_training_step(config, precision, batch_size=batch, jit_compile=jit_compile)
     timing = time_steps(step, steps)  # the warm-up (tracing, XLA compilation) is not timed
-    warmup, losses, seconds = timing.warmup_seconds, timing.outputs, float(np.median(timing.seconds))
+    warmup, losses, seconds = timing.warmup_seconds, timing.outputs, timing.median
     train_flops = 3 * flops_per_sample(config) * batch
     peak_fp32 = matmul_peak("float32")
     peak_own = peak_fp32 if precision == "fp32" else matmul_peak("bfloat16")
@@ -72,35 +70,6 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
         "fraction_of_fp32_peak": train_flops / seconds / peak_fp32,
         "fraction_of_own_peak": train_flops / seconds / peak_own,
     }
-
-
-def _peak_memory_bytes() -> tuple[int, str]:
-    """(bytes, what they are): the accelerator's peak allocation on the active backend, else peak RSS."""
-    import resource
-
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
-        elif backend == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            if device.platform == "gpu":
-                return int(device.memory_stats()["peak_bytes_in_use"]), "jax peak_bytes_in_use"
-        elif backend == "tensorflow":
-            import tensorflow as tf
-
-            if tf.config.list_physical_devices("GPU"):
-                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]), "tf get_memory_info peak"
-    except (RuntimeError, KeyError, ValueError):
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process peak RSS"
 
 
 def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: int, batch: int | None,
@@ -115,7 +84,7 @@ def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: 
     from common.runs.capacity import largest_batch, runs_in_memory
     from common.runs.probe import time_steps
     from tf_transformer.config import preset
-    from tf_transformer.steps import synthetic_training_step
+    from tf_transformer.steps import peak_memory_bytes, synthetic_training_step
 
     overrides = {"attention_dropout": 0.0} if flash else {}
     config = preset(preset_name, **overrides).with_data(input_shape=(shape,) * 3, num_classes=3)
@@ -142,8 +111,8 @@ def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: 
     if batch < 1:
         return {**result, "error": "batch 1 does not fit"}
     timing = time_steps(synthetic_training_step(config, precision, batch_size=batch, jit_compile="auto"), steps)
-    seconds = float(np.median(timing.seconds))
-    peak, measured_as = _peak_memory_bytes()
+    seconds = timing.median
+    peak, measured_as = peak_memory_bytes()
     return {**result, "samples_per_second": batch / seconds, "step_seconds": seconds,
             "warmup_seconds": timing.warmup_seconds, "peak_memory_bytes": peak, "peak_memory_measured_as": measured_as}
 
@@ -181,7 +150,7 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--shape", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, help=f"batch size (default {DEFAULT_BATCH}; --capacity: skip the search)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--jit-compile", choices=("true", "false"), default="false")
@@ -204,12 +173,11 @@ def main(argv=None) -> None:
         print(json.dumps(plan(args.shape)))
         return
     if args.capacity:
-        explicit_batch = any(a == "--batch" or a.startswith("--batch=") for a in (argv if argv is not None else sys.argv))
         print(json.dumps(capacity(shape=args.shape, flash=args.flash == "true", precision=args.precision,
-                                  max_batch=args.max_batch, steps=args.steps, batch=args.batch if explicit_batch else None,
+                                  max_batch=args.max_batch, steps=args.steps, batch=args.batch,
                                   preset_name=args.preset)))
         return
-    result = throughput(shape=args.shape, batch=args.batch, steps=args.steps, precision=args.precision,
+    result = throughput(shape=args.shape, batch=args.batch if args.batch is not None else DEFAULT_BATCH, steps=args.steps, precision=args.precision,
                         jit_compile=args.jit_compile == "true", preset_name=args.preset)
     print(json.dumps(result))
 

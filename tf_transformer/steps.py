@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from common.runs.hardware import peak_rss_bytes
 from tf_transformer.config import TransformerConfig
 from tf_transformer.model import build_transformer
 
@@ -27,3 +28,28 @@ def synthetic_training_step(config: TransformerConfig, precision: str, *, batch_
     y = rng.integers(0, config.num_classes, batch_size)
     keras.mixed_precision.set_global_policy("float32")  # the model keeps its layers' policy
     return lambda: float(model.train_on_batch(x, y))
+
+
+def peak_memory_bytes() -> tuple[int, str]:
+    """(bytes, what they are): the accelerator's peak allocation on the active backend, else peak RSS."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
+        elif backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "gpu":
+                return int(device.memory_stats()["peak_bytes_in_use"]), "jax peak_bytes_in_use"
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]), "tf get_memory_info peak"
+    except (RuntimeError, KeyError, ValueError):
+        pass
+    return peak_rss_bytes(), "process peak RSS"

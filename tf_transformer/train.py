@@ -7,7 +7,6 @@ driver's per-step hook), precision policies and tf.distribute / keras.distributi
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
@@ -31,7 +30,7 @@ from tf_transformer.data import KerasBatches
 from tf_transformer.flops import flops_per_sample
 from tf_transformer.model import build_transformer, summary_lines
 from tf_transformer.options import KerasOptions
-from tf_transformer.steps import POLICIES, synthetic_training_step
+from tf_transformer.steps import POLICIES, peak_memory_bytes, synthetic_training_step
 
 MODEL = "tf_transformer"
 MODEL_FILE = "model.keras"
@@ -279,11 +278,7 @@ class KerasAdapter:
             variable.assign(value)
 
     def peak_memory_bytes(self) -> int:
-        if keras.backend.backend() == "tensorflow" and self._hardware.device_type == "cuda":
-            import tensorflow as tf
-
-            return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        return peak_memory_bytes()[0]
 
 
 def set_threads(threads: int) -> None:

@@ -18,17 +18,16 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from common.runs.hardware import peak_rss_bytes
 from common.runs.probe import time_steps
 from torch_resnet.config import preset
 from torch_resnet.model import flops_per_sample
-from torch_resnet.steps import synthetic_training_step
+from torch_resnet.steps import peak_memory_bytes, synthetic_training_step
 
 SUITE_SIZES = {
     "full": {"shape": 64, "batch": 4, "steps": 3, "compile": True, "memory_shape": 96, "memory_batch": 2,
@@ -69,7 +68,7 @@ def throughput(shape: int, batch: int, steps: int, include_compile: bool) -> dic
     for name, (precision, channels_last, compile_model) in paths.items():
         config, step = _setup(shape, batch, precision, channels_last, compile_model)
         timing = time_steps(step, steps)  # the warm-up (and compilation) is not timed
-        warmup_seconds, losses, seconds = timing.warmup_seconds, timing.outputs, float(np.median(timing.seconds))
+        warmup_seconds, losses, seconds = timing.warmup_seconds, timing.outputs, timing.median
         train_flops = 3 * flops_per_sample(config) * batch  # forward + backward ~ 3x forward
         results[name] = {
             "samples_per_second": batch / seconds, "step_seconds": seconds, "warmup_seconds": warmup_seconds,
@@ -81,6 +80,7 @@ def throughput(shape: int, batch: int, steps: int, include_compile: bool) -> dic
             "matmul_peak_flops": peaks, "torch": torch.__version__, "paths": results}
 
 
+DEFAULT_BATCH = 4  # every command but `capacity`, which searches for its batch unless --batch is given
 CAPACITY_PATHS = {  # --path -> (precision, channels_last, compile)
     "plain": ("fp32", False, False), "fast": ("bf16", True, False), "compiled": ("bf16", True, True)}
 
@@ -89,12 +89,6 @@ def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # the process's peak RSS
 
 
 def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, batch: int | None = None) -> dict:
@@ -134,11 +128,11 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
         return {**result, "error": "batch 1 does not fit"}
     _reset_peak(torch_device)
     timing = time_steps(make_step(batch), steps)
-    seconds = float(np.median(timing.seconds))
+    seconds = timing.median
     train_flops = 3 * flops_per_sample(config) * batch  # forward + backward ~ 3x forward
     peak = bf16_dense_peak(result["device_name"]) if torch_device.type == "cuda" else None
     return {**result, "samples_per_second": batch / seconds, "step_seconds": seconds,
-            "warmup_seconds": timing.warmup_seconds, "peak_memory_bytes": _peak_bytes(torch_device),
+            "warmup_seconds": timing.warmup_seconds, "peak_memory_bytes": peak_memory_bytes(torch_device),
             "achieved_flops": train_flops / seconds, "bf16_dense_peak": peak,
             "model_flops_utilisation": train_flops / seconds / peak if peak else None}
 
@@ -161,7 +155,7 @@ def compile_payback(*, preset_name: str, shape: int, batch: int, precision: str,
             step = synthetic_training_step(config, batch_size=batch, precision=precision,
                                            channels_last=channels_last, compile_model=compile_model)
             timing = time_steps(step, steps)
-            timings[name] = {"warmup_seconds": timing.warmup_seconds, "step_seconds": float(np.median(timing.seconds))}
+            timings[name] = {"warmup_seconds": timing.warmup_seconds, "step_seconds": timing.median}
     eager = timings["eager"]
     compiled_step = min(timings["compiled_cold"]["step_seconds"], timings["compiled_warm"]["step_seconds"])
     saving = eager["step_seconds"] - compiled_step
@@ -273,7 +267,7 @@ def memory(shape: int, batch: int, checkpointing: bool) -> dict:
     _, step = _setup(shape, batch, "fp32", False, False, checkpointing=checkpointing)
     before = _current_rss()
     step()
-    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    peak = peak_rss_bytes()
     if torch.cuda.is_available():  # not used on CPU; kept for a GPU run of the same script
         peak = max(peak, torch.cuda.max_memory_allocated())
     return {"shape": shape, "batch": batch, "checkpointing": checkpointing, "step_peak_bytes": peak - before}
@@ -308,7 +302,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
     parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     parser.add_argument("--shape", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, help=f"batch size (default {DEFAULT_BATCH}; capacity: skip the search)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--checkpointing", action="store_true")
@@ -320,6 +314,7 @@ def main(argv=None) -> None:
     parser.add_argument("--channels-last", action="store_true", help="compile: channels_last_3d layout")
     parser.add_argument("--cache-dir", type=Path, help="loader: a cache root to reuse (default: a temporary one)")
     args = parser.parse_args(argv)
+    batch = args.batch if args.batch is not None else DEFAULT_BATCH
     if args.what == "suite":
         if args.json_dir is None:
             parser.error("suite needs --json-dir")
@@ -327,19 +322,19 @@ def main(argv=None) -> None:
         return
     if args.what == "capacity":
         result = capacity(device=args.device, shape=args.shape, path=args.path, max_batch=args.max_batch,
-                          steps=args.steps, batch=args.batch if "--batch" in (argv or sys.argv) else None)
+                          steps=args.steps, batch=args.batch)
     elif args.what == "compile":
-        result = compile_payback(preset_name=args.preset, shape=args.shape, batch=args.batch, precision=args.precision,
+        result = compile_payback(preset_name=args.preset, shape=args.shape, batch=batch, precision=args.precision,
                                  channels_last=args.channels_last, steps=args.steps)
     elif args.what == "plan":
         result = plan(args.shape)
     elif args.what == "loader":
-        result = loader(shape=args.shape, batch=args.batch, steps=args.steps, device=args.device,
+        result = loader(shape=args.shape, batch=batch, steps=args.steps, device=args.device,
                         preset_name=args.preset, cache_dir=args.cache_dir)
     elif args.what == "throughput":
-        result = throughput(args.shape, args.batch, args.steps, args.compile)
+        result = throughput(args.shape, batch, args.steps, args.compile)
     else:
-        result = memory(args.shape, args.batch, args.checkpointing)
+        result = memory(args.shape, batch, args.checkpointing)
     print(json.dumps(result))
 
 

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from common.runs.hardware import peak_rss_bytes
 from torch_resnet.config import ResNetConfig
 from torch_resnet.model import build_resnet
 
@@ -46,3 +47,10 @@ def synthetic_training_step(config: ResNetConfig, *, batch_size: int, precision:
         return loss.item()  # also waits for the device, so a timer around step() is honest on a GPU
 
     return step
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of training on `device`: the GPU's peak allocation, else the process's peak RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return peak_rss_bytes()

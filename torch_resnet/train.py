@@ -7,7 +7,6 @@ module owns the model, the optimizer, autocast, memory layout, DDP and torch's t
 from __future__ import annotations
 
 import json
-import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from torch_resnet.config import ResNetConfig
 from torch_resnet.distributed import DistContext, barrier, broadcast_object, sum_across_ranks
 from torch_resnet.model import ResNet3D, build_resnet, count_parameters, flops_per_sample
 from torch_resnet.options import TorchOptions
-from torch_resnet.steps import autocast, synthetic_training_step
+from torch_resnet.steps import autocast, peak_memory_bytes, synthetic_training_step
 
 MODEL = "torch_resnet"
 
@@ -183,7 +182,7 @@ class TorchAdapter:
         self.precision = precision.resolved
         self.preprocess = dataset.preprocess
         self.channels_last, layout_reason = resolve_channels_last(options.channels_last, self.precision, probe)
-        planned_steps = training.epochs * -(-len(dataset.split("train").y) // training.batch_size)
+        planned_steps = training.epochs * len(batch_slices(len(dataset.split("train").y), training.batch_size))
         self.compile, compile_reason = resolve_compile(options.compile, precision=self.precision,
                                                        channels_last=self.channels_last, planned_steps=planned_steps,
                                                        probe=probe)
@@ -283,9 +282,7 @@ class TorchAdapter:
         torch.set_rng_state(state["torch_rng"])
 
     def peak_memory_bytes(self) -> int:
-        if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device))
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+        return peak_memory_bytes(self.device)
 
 
 def train(dataset: PreparedDataset, *, preset: str, model_config: ResNetConfig, training: TrainConfig,

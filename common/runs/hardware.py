@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from pathlib import Path
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def cpu_description() -> str:

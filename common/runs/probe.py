@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,19 +36,15 @@ class StepTimes:
 
     @property
     def median(self) -> float:
-        return sorted(self.seconds)[len(self.seconds) // 2]
+        return statistics.median(self.seconds)
 
 
-def time_steps(step: Callable[[], object], steps: int, *, single_after_slow_warmup: float | None = None,
-               timer: Callable[[], float] = time.perf_counter) -> StepTimes:
+def time_steps(step: Callable[[], object], steps: int, *, timer: Callable[[], float] = time.perf_counter) -> StepTimes:
     """One untimed warm-up call of `step` (allocation, kernel selection, tracing, compilation), then
-    `steps` timed calls — a single one if the warm-up took longer than `single_after_slow_warmup` s.
-    Shared by the probe and both packages' benchmarks."""
+    `steps` timed calls. Both packages' benchmarks time with it; the probe times in interleaved rounds."""
     started = timer()
     outputs = [step()]
     warmup = timer() - started
-    if single_after_slow_warmup is not None and warmup > single_after_slow_warmup:
-        steps = 1
     seconds = []
     for _ in range(steps):
         started = timer()
