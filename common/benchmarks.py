@@ -29,7 +29,8 @@ from common.runs.hardware import cpu_description
 
 IXI_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
 
-DATA_SIZES = {"full": {"data_shape": 64, "matmul_n": 4096}, "quick": {"data_shape": 32, "matmul_n": 1024}}
+DATA_SIZES = {"full": {"data_shape": 64, "matmul_n": 4096, "t1_linear_volumes": 8},
+              "quick": {"data_shape": 32, "matmul_n": 1024, "t1_linear_volumes": 2}}
 
 
 def numpy_matmul_peak(n: int, repeats: int = 5) -> float:
@@ -86,6 +87,30 @@ def data_pipeline(sizes: dict, quick: bool) -> dict:
     return result
 
 
+def t1_linear_pipeline(sizes: dict, quick: bool) -> dict:
+    """Seconds per volume of --preprocess t1-linear (N4 + affine registration + conform) with 1 and 2
+    processes, through the cache builder, and the registration scores it recorded."""
+    import csv
+    from dataclasses import replace
+
+    from common.data.cache import build_or_load_cache
+    from common.data.preprocess import PreprocessConfig
+
+    source, name = data_source(quick)
+    source = replace(source, samples=source.samples[:sizes["t1_linear_volumes"]])
+    config = PreprocessConfig(shape=(sizes["data_shape"],) * 3, pipeline="t1-linear").resolved_for(source.kind)
+    result = {"dataset": name, "volumes": len(source.samples), "shape": config.shape, "processes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, 2):
+            start = time.perf_counter()
+            folder = build_or_load_cache(source, config, Path(tmp) / str(workers), workers=workers, progress=False)
+            seconds = time.perf_counter() - start
+            result["processes"][str(workers)] = {"seconds": seconds, "seconds_per_volume": seconds / len(source.samples)}
+        scores = [float(r["nmi"]) for r in csv.DictReader((folder / "qc" / "scores.csv").open())]
+    result["nmi_min"], result["nmi_max"] = min(scores), max(scores)
+    return result
+
+
 def run_json(module: str, args: list[str], env_extra: dict | None = None, timeout: float | None = None) -> dict:
     """Run `python -m module args` (one benchmark configuration per process); its last stdout line is JSON.
     A failure, a crash (e.g. killed for memory) or a timeout comes back as {"error": ..., "command": ...}."""
@@ -118,7 +143,7 @@ def data_benchmark(quick: bool) -> dict:
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick,
             "machine": f"{cpu_description()}; {platform.system()} {platform.release()}; Python {platform.python_version()}",
             "matmul_n": sizes["matmul_n"], "numpy_matmul_peak_fp32": numpy_matmul_peak(sizes["matmul_n"]),
-            "data": data_pipeline(sizes, quick)}
+            "data": data_pipeline(sizes, quick), "t1_linear": t1_linear_pipeline(sizes, quick)}
 
 
 def load_results(folder: Path) -> dict:
@@ -136,6 +161,9 @@ def load_results(folder: Path) -> dict:
     presets = {p.stem.removeprefix("preset-"): json.loads(p.read_text()) for p in sorted(folder.glob("preset-*.json"))}
     if presets:
         result["vit_presets"] = presets
+    explain = [json.loads(p.read_text()) for p in sorted(folder.glob("explain-*.json"))]
+    if explain:
+        result["explain"] = explain
     vit = [json.loads(p.read_text()) for p in sorted(folder.glob("vit-*.json"))]
     if vit:
         result["vit"] = {r["label"]: r for r in vit}
@@ -217,6 +245,7 @@ def render(result: dict, command: str) -> str:
                   f"| read + augment one epoch | {data['epoch_read + augment']['seconds']:.3f} | "
                   f"{data['epoch_read + augment']['samples_per_second']:.0f} |", "",
                   f"2 processes vs 1: **{p1['seconds'] / p2['seconds']:.2f}x**.", ""]
+    lines += _render_t1_linear(result.get("t1_linear"))
     resnet = result.get("resnet")
     if resnet and "paths" in resnet:
         peaks = resnet["matmul_peak_flops"]
@@ -287,7 +316,42 @@ def render(result: dict, command: str) -> str:
             lines += ["", "Loss per step on the same batch (agreement):", ""]
             lines += [f"- {label}: " + ", ".join(f"{v:.4f}" for v in r["losses"]) for label, r in ok.items()]
             lines += ["", "Commands (KERAS_BACKEND set per row): " + "; ".join(f"`{r['command']}`" for r in ok.values()), ""]
+    lines += _render_explain(result.get("explain") or [])
     return "\n".join(lines)
+
+
+def _render_t1_linear(r: dict | None) -> list[str]:
+    if not r:
+        return []
+    one, two = r["processes"]["1"], r["processes"]["2"]
+    return ["## t1-linear preprocessing (N4 + affine registration to MNI152)", "",
+            f"{r['dataset']}: the first {r['volumes']} volumes through the cache builder with `--preprocess t1-linear`, "
+            f"conformed to {tuple(r['shape'])} from the template's 2 mm grid; registration scores (NMI) "
+            f"{r['nmi_min']:.3f}-{r['nmi_max']:.3f}.", "",
+            "| processes | seconds | seconds per volume |", "|---|---|---|",
+            f"| 1 | {one['seconds']:.1f} | {one['seconds_per_volume']:.1f} |",
+            f"| 2 | {two['seconds']:.1f} | {two['seconds_per_volume']:.1f} |", "",
+            f"2 processes vs 1: **{one['seconds'] / two['seconds']:.2f}x**.", ""]
+
+
+def _render_explain(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Saliency maps: seconds per volume", "",
+             "Preset `small` of each model, one volume at a time on the CPU (fp32). Gradient method: one forward + "
+             "backward (ResNet: Grad-CAM on its last stage; transformer: gradient x activation on the token grid), "
+             "after a warm-up call. Occlusion: cube 1/4 of the axis, step 1/8, batches of 16 occluded copies.", "",
+             "| model | input | gradient method s | occlusion s | occlusion forward passes | occlusion / gradient |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "gradcam_seconds_per_volume" not in r:
+            lines.append(f"| {r.get('model', '?')} | failed: {r.get('error')} | | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['shape']}^3 | {r['gradcam_seconds_per_volume']:.3f} | "
+                     f"{r['occlusion_seconds_per_volume']:.1f} | {r['occlusion_forward_passes']} | "
+                     f"{r['occlusion_seconds_per_volume'] / r['gradcam_seconds_per_volume']:.0f}x |")
+    lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in rows if "command" in r), ""]
+    return lines
 
 
 def main(argv=None) -> int:

@@ -1,9 +1,11 @@
-"""`python -m common prepare | score | report`."""
+"""`python -m common prepare | score | cv | report | check-maps`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from common.errors import DataError
@@ -42,10 +44,39 @@ def main(argv=None) -> int:
     from common.evaluation.report import add_report_arguments
 
     add_report_arguments(report)
+    explain = sub.add_parser("explain", help="saliency maps for a trained run: forwards to the package that "
+                                             "trained it (python -m torch_resnet|tf_transformer explain)")
+    from common.explain.options import add_explain_arguments
+
+    add_explain_arguments(explain)
+    explain.add_argument("--device", choices=("auto", "cpu", "cuda"), help="ResNet runs only (default: auto)")
+    checks = sub.add_parser("check-maps", help="score saliency maps: the pointing game against lesion masks and "
+                                               "the weight-randomisation sanity check, per run x method")
+    checks.add_argument("run_dirs", nargs="+", type=Path, help="runs with explain/<method>[-random] outputs")
+    checks.add_argument("--lesions", type=Path, help="CSV sample_id,path of masks on the scans' grids "
+                                                      "(default for demo runs: the demo's own lesions.csv)")
+    checks.add_argument("--out", type=Path, required=True, help="folder for checks.md and checks.json")
     args, passthrough = parser.parse_known_args(argv)
     if passthrough and args.command != "cv":
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    if args.command == "explain":
+        return run_command(lambda: _forward_explain(args, list(sys.argv[1:] if argv is None else argv)))
     return run_command(lambda: _run(args, passthrough))
+
+
+def _forward_explain(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the trainer's own `explain` (common imports no deep-learning framework) in a child process."""
+    from common.errors import ConfigError
+    from common.runs.record import is_run_dir, read_record
+
+    if not is_run_dir(args.run_dir):
+        raise ConfigError(f"--run-dir {args.run_dir}: not a run directory (no config.json)")
+    model = read_record(args.run_dir).model
+    if args.device and model != "torch_resnet":
+        raise ConfigError(f"--device: only ResNet runs take it; {args.run_dir} was trained by {model}")
+    forwarded = list(argv)
+    forwarded.remove("explain")
+    return subprocess.call([sys.executable, "-m", model, "explain", *forwarded])
 
 
 def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
@@ -58,6 +89,11 @@ def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
 
         path = build_cv_report(root, root / "report")
         print(f"report: {path}  (and {path.with_suffix('.html')})")
+    elif args.command == "check-maps":
+        from common.explain.checks import check_runs
+
+        path = check_runs(args.run_dirs, lesions=args.lesions, out=args.out)
+        print(path.read_text(), end="")
     elif args.command == "prepare":
         _print_counts(dataset_for(from_namespace(DataConfig, args)))
     elif args.command == "score":

@@ -29,10 +29,13 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for heading in ("## Data pipeline", "## ResNet (seed architecture) training throughput",
                     "## ResNet memory of one training step", "## Transformer training throughput by backend",
                     "## Does the loader keep up?", "## Training memory of the seed presets at 192^3, on paper",
-                    "## Transformer presets: the cost of the small-data recipe"):
+                    "## Transformer presets: the cost of the small-data recipe",
+                    "## Saliency maps: seconds per volume",
+                    "## t1-linear preprocessing (N4 + affine registration to MNI152)"):
         assert heading in text, heading
     assert "failed" not in text
     assert "2 processes vs 1" in text and "Checkpointing needs" in text
+    assert "| torch_resnet | 16^3 |" in text and "| tf_transformer | 16^3 |" in text
 
 
 def test_compile_payback_section_renders_both_caches():

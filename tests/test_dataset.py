@@ -34,7 +34,7 @@ def test_cache_is_reused_and_rebuilt_on_change(make_manifest, cache_root, monkey
     def fail(*a, **k):
         raise AssertionError("NIfTI re-read for an unchanged cache")
 
-    monkeypatch.setattr(cache, "preprocess_file", fail)
+    monkeypatch.setattr(cache, "preprocess_file_qc", fail)
     again = prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
     assert again.folder == first.folder
     monkeypatch.undo()

@@ -191,7 +191,7 @@ def test_equal_models_are_reported_as_equal(tmp_path):
 
 # ---- predict ---------------------------------------------------------------------------------------
 def test_predict_inputs(tmp_path, capsys):
-    from common.data.inference import _input_paths, sample_ids_of
+    from common.data.inference import input_paths, sample_ids_of
     from torch_resnet.cli import main
 
     (tmp_path / "x").mkdir()
@@ -202,7 +202,7 @@ def test_predict_inputs(tmp_path, capsys):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label\nx/s.nii.gz,a\n,b\n")
     with pytest.raises(DataError, match="m.csv row 3: empty 'path'"):
-        _input_paths(None, manifest)
+        input_paths(None, manifest)
     assert main(["predict", "--run-dir", str(tmp_path), "--out", str(tmp_path / "x"), str(a)]) == 2
     err = capsys.readouterr().err
     assert f"--out {tmp_path / 'x'}: is a directory" in err

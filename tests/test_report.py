@@ -106,3 +106,38 @@ def test_expected_calibration_error_of_a_perfectly_calibrated_bin():
     probs = np.tile([0.75, 0.25], (4, 1))
     assert reliability_bins(y, probs)["ece"] == pytest.approx(0.0)
     assert reliability_bins(np.array([1, 1, 1, 1]), probs)["ece"] == pytest.approx(0.75)
+
+
+def test_report_shows_the_same_saliency_cases_for_every_run(two_runs):
+    from common.explain.geometry import model_grid_geometry
+    from common.explain.inputs import ExplainInput
+    from common.explain.run import ExplainConfig, ModelHooks, explain_run
+    from common.runs.rundir import read_predictions
+
+    root, *_ = two_runs
+    runs = find_latest_runs(root / "runs")
+    md_path = build_report(runs, root / "reports" / "before", n_resamples=50)
+    assert "No saliency maps yet" in md_path.read_text()
+    rng = np.random.default_rng(0)
+    test = read_predictions(runs[0]).select("test")
+    items = [ExplainInput(s, v, model_grid_geometry(v.shape), v, (1.0, 1.0, 1.0), CLASSES[y])
+             for s, y, v in zip(test.sample_ids, test.y_true, rng.random((len(test), 8, 8, 8)).astype(np.float32))]
+    hooks = ModelHooks("numpy", CLASSES, lambda v: np.tile([0.3, 0.7], (len(v), 1)), lambda v, t: v, "none")
+    for run in runs:
+        explain_run(items, hooks, ExplainConfig(), run / "explain" / "gradcam", run_dir=run, progress=False)
+    md_path = build_report(runs, root / "reports" / "after", n_resamples=50)
+    text = md_path.read_text()
+    section = text.split("## What the models look at")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    # per class: one case both runs get right, one some run gets wrong (both exist with these skills)
+    assert [row.split("(")[1].split(")")[0] for row in rows] == [
+        "neg, all right", "neg, some wrong", "pos, all right", "pos, some wrong"]
+    predictions = [read_predictions(r).select("test") for r in runs]
+    for row in rows:
+        sample = row.split("`")[1]
+        truth = CLASSES[test.y_true[test.sample_ids.index(sample)]]
+        right = [CLASSES[p.y_pred[p.sample_ids.index(sample)]] == truth for p in predictions]
+        assert all(right) == ("all right" in row)
+    assert row.count("![") == 2  # one image per run (one method each)
+    html = md_path.with_suffix(".html").read_text()
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) == 4 + 2 * len(rows)

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 DEFAULT_BATCH = 4  # throughput; --capacity searches for its batch unless --batch is given
-SUITE_SIZES = {"full": {"preset": "seed", "shape": 64, "batch": 4, "steps": 4},
-               "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2}}
+SUITE_SIZES = {"full": {"preset": "seed", "shape": 64, "batch": 4, "steps": 4, "explain": [32, 64]},
+               "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2, "explain": [16]}}
 SUITE_CONFIGS = [  # (label, backend, precision, jit_compile)
     ("TensorFlow fp32 (tf.function, no XLA)", "tensorflow", "fp32", "false"),
     ("TensorFlow fp32 + XLA", "tensorflow", "fp32", "true"),
@@ -124,6 +124,21 @@ def plan(shape: int) -> dict:
     return memory_plan(preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)).to_dict()
 
 
+def explain_speed(shape: int, preset_name: str) -> dict:
+    """Seconds per volume of gradient x activation and occlusion for the preset at shape^3."""
+    import keras
+
+    from common.explain.bench import time_methods
+    from tf_transformer.config import preset
+    from tf_transformer.explain import hooks_for
+    from tf_transformer.model import build_transformer
+
+    keras.utils.set_random_seed(0)
+    model = build_transformer(preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=2))
+    return {**time_methods(hooks_for(model, ["a", "b"]), shape), "preset": preset_name,
+            "backend": keras.backend.backend()}
+
+
 def suite(quick: bool, json_dir: Path) -> None:
     """Every backend/precision/XLA configuration, each in its own process (the backend is per process)."""
     from common.benchmarks import run_json, save_json
@@ -141,6 +156,11 @@ def suite(quick: bool, json_dir: Path) -> None:
             "--preset", name, "--shape", "32", "--batch", str(sizes["batch"] * 2), "--steps", str(sizes["steps"]),
             "--precision", "fp32", "--jit-compile", "false"], {"KERAS_BACKEND": "tensorflow"})
         save_json(json_dir / f"preset-{name}.json", result)
+    print("benchmark: transformer saliency maps", flush=True)
+    for shape in sizes["explain"]:
+        save_json(json_dir / f"explain-transformer-{shape}.json", run_json(
+            "tf_transformer.bench", ["--explain", "--preset", "small", "--shape", str(shape)],
+            {"KERAS_BACKEND": "tensorflow"}))
     print("benchmark: transformer memory plan at 192^3", flush=True)
     save_json(json_dir / "plan-vit.json", run_json("tf_transformer.bench", ["--plan", "--shape", "192"]))
 
@@ -157,6 +177,7 @@ def main(argv=None) -> None:
     parser.add_argument("--suite", action="store_true", help="run every configuration (one process each)")
     parser.add_argument("--capacity", action="store_true", help="largest batch, samples/s and peak memory")
     parser.add_argument("--plan", action="store_true", help="training memory on paper (no model is built)")
+    parser.add_argument("--explain", action="store_true", help="seconds per volume of each saliency method")
     parser.add_argument("--flash", choices=("true", "false"), default="false",
                         help="capacity: Keras flash attention (trains the preset with attention dropout 0)")
     parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
@@ -171,6 +192,9 @@ def main(argv=None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.plan:
         print(json.dumps(plan(args.shape)))
+        return
+    if args.explain:
+        print(json.dumps(explain_speed(args.shape, args.preset)))
         return
     if args.capacity:
         print(json.dumps(capacity(shape=args.shape, flash=args.flash == "true", precision=args.precision,

@@ -1,4 +1,4 @@
-"""`python -m tf_transformer train | predict`. The Keras backend comes from KERAS_BACKEND or --backend
+"""`python -m tf_transformer train | predict | explain`. The Keras backend comes from KERAS_BACKEND or --backend
 (tensorflow by default); keras is imported only after it is set."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from common.explain.options import add_explain_arguments
 from common.runs.config import TrainConfig
 from common.runs.options import (
     Parser,
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(train, KerasOptions(), title="keras")
     predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
     add_predict_arguments(predict)
+    explain = sub.add_parser("explain", help="saliency maps (NIfTI on each scan's grid, PNGs, CSV) from a trained run")
+    add_explain_arguments(explain)
     return parser
 
 
@@ -44,7 +47,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
-    return run_command(lambda: _train(args) if args.command == "train" else _predict(args))
+    commands = {"train": _train, "predict": _predict, "explain": _explain}
+    return run_command(lambda: commands[args.command](args))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -76,3 +80,16 @@ def _predict(args: argparse.Namespace) -> None:
     out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
                         workers=args.workers)
     print(f"probabilities: {out}")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from common.explain.options import explain_config, run_explain
+
+    explain_config(args)  # options checked before the backend starts
+    from tf_transformer.startup import start_backend
+
+    start_backend(verbose=args.verbose)
+    from tf_transformer.explain import model_hooks
+    from tf_transformer.train import MODEL
+
+    run_explain(args, MODEL, model_hooks)

@@ -32,9 +32,11 @@ from torch_resnet.steps import peak_memory_bytes, synthetic_training_step
 SUITE_SIZES = {
     "full": {"shape": 64, "batch": 4, "steps": 3, "compile": True, "memory_shape": 96, "memory_batch": 2,
              "loader": ["--shape", "64", "--preset", "small", "--batch", "8", "--steps", "4"],
-             "payback": ["--preset", "small", "--shape", "32", "--batch", "8", "--steps", "5", "--channels-last"]},
+             "payback": ["--preset", "small", "--shape", "32", "--batch", "8", "--steps", "5", "--channels-last"],
+             "explain": [32, 64]},
     "quick": {"shape": 24, "batch": 2, "steps": 2, "compile": False, "memory_shape": 32, "memory_batch": 2,
-              "loader": ["--shape", "24", "--preset", "tiny", "--batch", "4", "--steps", "3"], "payback": None},
+              "loader": ["--shape", "24", "--preset", "tiny", "--batch", "4", "--steps", "3"], "payback": None,
+              "explain": [16]},
 }
 PATHS = {  # name -> (precision, channels_last, compile)
     "plain (fp32, NCDHW, eager)": ("fp32", False, False),
@@ -273,6 +275,18 @@ def memory(shape: int, batch: int, checkpointing: bool) -> dict:
     return {"shape": shape, "batch": batch, "checkpointing": checkpointing, "step_peak_bytes": peak - before}
 
 
+def explain_speed(shape: int, preset_name: str) -> dict:
+    """Seconds per volume of Grad-CAM and occlusion for the preset at shape^3 (weights do not change the cost)."""
+    from common.explain.bench import time_methods
+    from torch_resnet.explain import hooks_for
+    from torch_resnet.model import build_resnet
+
+    torch.manual_seed(0)
+    net = build_resnet(preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=2))
+    return {**time_methods(hooks_for(net, ["a", "b"], torch.device("cpu")), shape), "preset": preset_name,
+            "threads": torch.get_num_threads()}
+
+
 def suite(quick: bool, json_dir: Path) -> None:
     """Throughput, then memory with and without checkpointing, each in a fresh process."""
     from common.benchmarks import run_json, save_json
@@ -290,6 +304,10 @@ def suite(quick: bool, json_dir: Path) -> None:
     print("benchmark: ResNet memory plan at 192^3, data wait of a training epoch", flush=True)
     save_json(json_dir / "plan-resnet.json", run_json("torch_resnet.bench", ["plan", "--shape", "192"]))
     save_json(json_dir / "resnet-loader.json", run_json("torch_resnet.bench", ["loader", *sizes["loader"]]))
+    print("benchmark: ResNet saliency maps", flush=True)
+    for shape in sizes["explain"]:
+        save_json(json_dir / f"explain-resnet-{shape}.json",
+                  run_json("torch_resnet.bench", ["explain", "--shape", str(shape), "--preset", "small"]))
     if sizes["payback"]:
         print("benchmark: torch.compile payback", flush=True)
         save_json(json_dir / "resnet-compile.json", run_json("torch_resnet.bench", ["compile", *sizes["payback"]]))
@@ -298,7 +316,8 @@ def suite(quick: bool, json_dir: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m torch_resnet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("throughput", "memory", "suite", "capacity", "plan", "loader", "compile"))
+    parser.add_argument("what", choices=("throughput", "memory", "suite", "capacity", "plan", "loader", "compile",
+                                             "explain"))
     parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
     parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     parser.add_argument("--shape", type=int, default=64)
@@ -309,7 +328,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="capacity, loader: cpu or cuda")
     parser.add_argument("--path", choices=tuple(CAPACITY_PATHS), default="fast", help="capacity: the training path")
     parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
-    parser.add_argument("--preset", default="seed", help="loader, compile: the ResNet preset trained")
+    parser.add_argument("--preset", default="seed", help="loader, compile, explain: the ResNet preset")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compile: autocast precision")
     parser.add_argument("--channels-last", action="store_true", help="compile: channels_last_3d layout")
     parser.add_argument("--cache-dir", type=Path, help="loader: a cache root to reuse (default: a temporary one)")
@@ -328,6 +347,8 @@ def main(argv=None) -> None:
                                  channels_last=args.channels_last, steps=args.steps)
     elif args.what == "plan":
         result = plan(args.shape)
+    elif args.what == "explain":
+        result = explain_speed(args.shape, args.preset)
     elif args.what == "loader":
         result = loader(shape=args.shape, batch=batch, steps=args.steps, device=args.device,
                         preset_name=args.preset, cache_dir=args.cache_dir)

@@ -1,9 +1,10 @@
-"""`python -m torch_resnet train | predict` (multi-GPU: `torchrun --nproc_per_node N -m torch_resnet train ...`)."""
+"""`python -m torch_resnet train | predict | explain` (multi-GPU: `torchrun --nproc_per_node N -m torch_resnet train ...`)."""
 
 from __future__ import annotations
 
 import argparse
 
+from common.explain.options import add_explain_arguments
 from common.runs.config import TrainConfig
 from common.runs.options import (
     Parser,
@@ -32,12 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_arguments(predict)
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="auto: the GPU if there is one (default: auto)")
+    explain = sub.add_parser("explain", help="saliency maps (NIfTI on each scan's grid, PNGs, CSV) from a trained run")
+    add_explain_arguments(explain)
+    explain.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="auto: the GPU if there is one (default: auto)")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: _train(args) if args.command == "train" else _predict(args))
+    commands = {"train": _train, "predict": _predict, "explain": _explain}
+    return run_command(lambda: commands[args.command](args))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -76,3 +82,13 @@ def _predict(args: argparse.Namespace) -> None:
     out = predict_files(args.run_dir, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
                         workers=args.workers, device=args.device)
     print(f"probabilities: {out}")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from common.explain.options import run_explain
+    from torch_resnet.explain import model_hooks
+    from torch_resnet.predict import inference_device
+    from torch_resnet.train import MODEL
+
+    device = inference_device(args.device)
+    run_explain(args, MODEL, lambda run_dir, classes, **kw: model_hooks(run_dir, classes, device=device, **kw))

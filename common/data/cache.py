@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,7 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.atomic import current_umask
-from common.data.preprocess import PreprocessConfig, preprocess_array, preprocess_file
+from common.data.preprocess import PreprocessConfig, RegistrationFailed, preprocess_array, preprocess_file_qc
+from common.data.qc import write_qc_page
 from common.data.sources import Source
 from common.errors import DataError
 
@@ -38,7 +40,11 @@ def default_cache_root() -> Path:
 
 def cache_key(source: Source, config: PreprocessConfig) -> str:
     digest = hashlib.sha256()
-    header = {"format": CACHE_FORMAT, "kind": source.kind, "classes": source.classes, "config": config.to_dict()}
+    settings = config.to_dict()
+    for name, default in (("pipeline", "basic"), ("brain_mask", False)):  # added later: old keys stay valid
+        if settings[name] == default:
+            del settings[name]
+    header = {"format": CACHE_FORMAT, "kind": source.kind, "classes": source.classes, "config": settings}
     digest.update(json.dumps(header, sort_keys=True).encode())
     if source.kind == "medmnist":
         stat = os.stat(source.location)
@@ -58,12 +64,16 @@ def cache_key(source: Source, config: PreprocessConfig) -> str:
 
 
 def _preprocess_one(job):
-    """(volume, None) or (None, the reason it is invalid): one bad file must not hide the others."""
-    path, config = job
+    """(volume, None, qc row) or (None, the reason it is invalid, qc row): one bad file must not hide the
+    others. The QC row (t1-linear's registration score) is None for the basic pipeline."""
+    path, config, qc_dir = job
     try:
-        return preprocess_file(path, config), None
+        volume, row = preprocess_file_qc(path, config, qc_dir)
+        return volume, None, row
+    except RegistrationFailed as exc:
+        return None, str(exc), exc.qc_row
     except DataError as exc:
-        return None, str(exc)
+        return None, str(exc), None
 
 
 def _preprocess_array(source: Source, sample, config: PreprocessConfig):
@@ -73,13 +83,13 @@ def _preprocess_array(source: Source, sample, config: PreprocessConfig):
         return None, str(exc)
 
 
-def _volumes(source: Source, config: PreprocessConfig, workers: int):
-    """(index, volume or None, reason or None) for every sample, in order."""
+def _volumes(source: Source, config: PreprocessConfig, workers: int, qc_dir: Path | None):
+    """(index, volume or None, reason or None, qc row or None) for every sample, in order."""
     if not source.is_nifti:  # in-memory arrays (MedMNIST): cheap, no pool needed
         for i, s in enumerate(source.samples):
-            yield (i, *_preprocess_array(source, s, config))
+            yield (i, *_preprocess_array(source, s, config), None)
         return
-    jobs = [(s.path, config) for s in source.samples]
+    jobs = [(s.path, config, qc_dir) for s in source.samples]
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             yield from ((i, *r) for i, r in enumerate(pool.map(_preprocess_one, jobs, chunksize=4)))
@@ -101,14 +111,22 @@ def _write_cache(folder: Path, source: Source, config: PreprocessConfig, workers
     n = len(source.samples)
     volumes = np.lib.format.open_memmap(folder / "volumes.npy", mode="w+", dtype=config.dtype, shape=(n, *config.shape))
     invalid: dict[str, str] = {}
-    for i, volume, reason in tqdm(_volumes(source, config, workers), total=n, desc="preprocess", unit="vol",
-                                  disable=not progress):
+    qc_dir = folder / "qc" if config.pipeline == "t1-linear" else None
+    qc_rows = []
+    for i, volume, reason, qc_row in tqdm(_volumes(source, config, workers, qc_dir), total=n, desc="preprocess",
+                                          unit="vol", disable=not progress):
         if reason is None:
             volumes[i] = volume
         else:
             invalid[source.samples[i].sample_id] = reason
+        if qc_row is not None:
+            qc_rows.append({"sample_id": source.samples[i].sample_id, **qc_row})
     volumes.flush()
     del volumes
+    if qc_rows:
+        page = write_qc_page(qc_dir, qc_rows)
+        if progress:
+            print(f"t1-linear QC: {page}", file=sys.stderr)
     if invalid and not drop_invalid:
         raise invalid_samples_error(invalid, n)
     if len(invalid) == n:
@@ -144,7 +162,10 @@ def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Pa
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-{os.getpid()}-", dir=folder.parent))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: others sharing the cache could not read it
         try:
-            _write_cache(tmp, source, config, workers, progress, drop_invalid)
+            try:
+                _write_cache(tmp, source, config, workers, progress, drop_invalid)
+            except DataError as exc:
+                raise _with_qc_kept(exc, tmp, folder) from None
             try:
                 os.rename(tmp, folder)
             except OSError:
@@ -156,6 +177,17 @@ def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Pa
     if dropped and not drop_invalid:
         raise invalid_samples_error(dropped, len(source.samples))
     return folder
+
+
+def _with_qc_kept(error: DataError, tmp: Path, folder: Path) -> DataError:
+    """A failed t1-linear build keeps its QC page (beside where the cache would have been), so the failed
+    registrations can be looked at; the error says where."""
+    if not (tmp / "qc" / "index.html").is_file():
+        return error
+    kept = folder.with_name(folder.name + "-qc-failed")
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.move(str(tmp / "qc"), str(kept))
+    return DataError(f"{error}\nt1-linear QC page of this attempt: {kept / 'index.html'}")
 
 
 def _pid_alive(pid: int) -> bool:

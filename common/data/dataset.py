@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write
+from common.data.bids import is_bids_root, read_bids
 from common.data.cache import (
     MAX_LISTED,
     build_or_load_cache,
@@ -122,8 +123,9 @@ def _write_split_arrays(folder: Path, cache_folder: Path, splits: dict) -> None:
 
 def open_source(data: str | Path | None, *, label_column: str | None = None,
                 classes: Sequence[str] | None = None, cache_root: Path | None = None,
-                class_names: Sequence[str] | None = None) -> Source:
-    """Pick the source from what `data` names: None or 'demo', a .csv, a .npz, or a folder."""
+                class_names: Sequence[str] | None = None, bids_suffix: str = "T1w",
+                bids_filter: Sequence[str] = ()) -> Source:
+    """Pick the source from what `data` names: None or 'demo', a .csv, a .npz, a BIDS dataset or a folder."""
     if data is None or str(data) == "demo":
         return demo_source(cache_root=cache_root, classes=classes)
     path = Path(data)
@@ -135,6 +137,10 @@ def open_source(data: str | Path | None, *, label_column: str | None = None,
         return read_medmnist(path, classes=classes, class_names=class_names)
     if class_names:
         raise DataError(f"--class-names: only for .npz files (integer labels); {path} has named labels")
+    if is_bids_root(path):
+        return read_bids(path, label_column=label_column, suffix=bids_suffix, filters=bids_filter, classes=classes)
+    if bids_filter:
+        raise DataError(f"--bids-filter: {path} is not a BIDS dataset (no dataset_description.json)")
     if path.is_dir():
         return read_folder(path, classes=classes)
     raise DataError(f"{path}: not a manifest .csv, a MedMNIST .npz or a class-per-folder directory")
@@ -144,11 +150,12 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
                     classes: list[str] | None = None, preprocess: PreprocessConfig | None = None,
                     split: SplitConfig | None = None, cache_root: Path | None = None,
                     workers: int = 1, progress: bool = True, source: Source | None = None,
-                    drop_invalid: bool = False, class_names: Sequence[str] | None = None) -> PreparedDataset:
+                    drop_invalid: bool = False, class_names: Sequence[str] | None = None,
+                    bids_suffix: str = "T1w", bids_filter: Sequence[str] = ()) -> PreparedDataset:
     cache_root = Path(cache_root or default_cache_root())
     split = split or SplitConfig()
     source = source or open_source(data, label_column=label_column, classes=classes, cache_root=cache_root,
-                                   class_names=class_names)
+                                   class_names=class_names, bids_suffix=bids_suffix, bids_filter=bids_filter)
     preprocess = (preprocess or PreprocessConfig()).resolved_for(source.kind)
     folder = build_or_load_cache(source, preprocess, cache_root, workers=workers, progress=progress,
                                  drop_invalid=drop_invalid)

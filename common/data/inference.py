@@ -14,7 +14,7 @@ from common.data.sources import is_nifti_path, read_csv_rows, resolve_path, stri
 from common.errors import DataError
 
 
-def _input_paths(inputs: list[Path] | None, manifest: Path | None) -> list[Path]:
+def input_paths(inputs: list[Path] | None, manifest: Path | None) -> list[Path]:
     if manifest is not None:
         manifest = Path(manifest)
         paths = []
@@ -51,7 +51,7 @@ def _preprocess(job):
 def load_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: PreprocessConfig, *,
                 workers: int = 1) -> tuple[list[str], np.ndarray]:
     """(sample ids, (N, D, H, W) volumes) preprocessed exactly as the training cache was."""
-    paths = _input_paths(inputs, manifest)
+    paths = input_paths(inputs, manifest)
     jobs = [(p, preprocess) for p in paths]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

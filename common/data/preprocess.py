@@ -20,6 +20,7 @@ from common.errors import DataError
 NORMALIZATIONS = ("zscore", "percentile", "minmax", "none")
 DEFAULT_SHAPE = (32, 32, 32)  # the CPU presets' size; the seed trained at 192^3
 RESIZE_MODES = ("fit", "stretch")
+PIPELINES = ("basic", "t1-linear")  # basic: reorient + resample; t1-linear: + N4 + affine to MNI152
 STORAGE_DTYPES = ("float32", "float16")
 
 
@@ -44,6 +45,10 @@ class PreprocessConfig:
     normalize: str = "auto"
     percentiles: tuple[float, float] = (0.5, 99.5)
     dtype: str = "float16"  # storage dtype of the cache; batches are cast to float32 when read
+    # "t1-linear": N4 bias-field correction and affine registration to MNI152 first (common/data/t1_linear.py);
+    # the scan then reaches `conform` on the template's 2 mm grid.
+    pipeline: str = "basic"
+    brain_mask: bool = False  # t1-linear only: zero outside the template's brain mask after registration
 
     def __post_init__(self):
         shape = tuple(int(s) for s in self.shape)
@@ -58,9 +63,12 @@ class PreprocessConfig:
             ("resize", self.resize, RESIZE_MODES),
             ("normalize", self.normalize, ("auto", *NORMALIZATIONS)),
             ("dtype", self.dtype, STORAGE_DTYPES),
+            ("preprocess", self.pipeline, PIPELINES),
         ):
             if value not in allowed:
                 raise DataError(f"{name} '{value}' is not one of {list(allowed)}")
+        if self.brain_mask and self.pipeline != "t1-linear":
+            raise DataError("--brain-mask: only with --preprocess t1-linear (the mask is the template's)")
         low, high = self.percentiles
         if not 0 <= low < high <= 100:
             raise DataError(f"percentiles {self.percentiles}: expected 0 <= low < high <= 100")
@@ -184,20 +192,47 @@ def normalize_intensity(data: np.ndarray, config: PreprocessConfig, *, origin: s
     return data
 
 
-def conform(data: np.ndarray, zooms: tuple[float, float, float], config: PreprocessConfig) -> np.ndarray:
-    """Resample (trilinear) to `config.shape`; "fit" keeps physical proportions and pads with the minimum."""
-    source_shape = np.array(data.shape, dtype=float)
+@dataclass(frozen=True)
+class ConformGeometry:
+    """Where `conform` puts each voxel: per axis, the zoom factor, the resized size and the signed offset
+    of the centre pad (+) or crop (-). Model-grid index m of source index i: m = (i + 0.5) * resized / source
+    - 0.5 + offset (scipy's grid_mode zoom maps voxel edges onto voxel edges). The saliency maps use its inverse."""
+
+    source_shape: tuple[int, int, int]
+    factors: tuple[float, float, float]  # as passed to ndimage.zoom; all 1.0: no resampling
+    resized_shape: tuple[int, int, int]
+    offsets: tuple[int, int, int]
+
+    def model_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) per axis with model index = scale * source index + shift."""
+        scale = np.array(self.resized_shape, dtype=float) / np.array(self.source_shape, dtype=float)
+        return scale, 0.5 * scale - 0.5 + np.array(self.offsets, dtype=float)
+
+
+def conform_geometry(source_shape, zooms, config: PreprocessConfig) -> ConformGeometry:
+    source = np.array(source_shape, dtype=float)
     target = np.array(config.shape, dtype=float)
     if config.resize == "stretch":
-        factors = target / source_shape
+        factors = target / source
     else:
-        extent = source_shape * np.array(zooms, dtype=float)  # field of view in mm
+        extent = source * np.array(zooms, dtype=float)  # field of view in mm
         out_spacing = (extent / target).max()  # isotropic output voxels that fit the whole field
         factors = np.array(zooms, dtype=float) / out_spacing
     if np.allclose(factors, 1.0):
+        factors = np.ones(3)
+    resized = tuple(int(round(n * f)) for n, f in zip(source_shape, factors))  # ndimage.zoom's output shape
+    offsets = tuple((want - have) // 2 if have < want else -((have - want) // 2)
+                    for have, want in zip(resized, config.shape))
+    return ConformGeometry(tuple(int(n) for n in source_shape), tuple(float(f) for f in factors), resized, offsets)
+
+
+def conform(data: np.ndarray, zooms: tuple[float, float, float], config: PreprocessConfig) -> np.ndarray:
+    """Resample (trilinear) to `config.shape`; "fit" keeps physical proportions and pads with the minimum."""
+    geometry = conform_geometry(data.shape, zooms, config)
+    if geometry.factors == (1.0, 1.0, 1.0):
         resized = data
     else:
-        resized = ndimage.zoom(data, factors, order=1, mode="nearest", grid_mode=True)
+        resized = ndimage.zoom(data, geometry.factors, order=1, mode="nearest", grid_mode=True)
     return _centre_pad_or_crop(resized, config.shape, fill=float(data.min()))
 
 
@@ -239,6 +274,37 @@ def to_storage(volume: np.ndarray, dtype: str, *, origin: str) -> np.ndarray:
     return volume.astype(dtype)
 
 
+class RegistrationFailed(DataError):
+    """A t1-linear registration below the score threshold; carries its QC row for the QC page."""
+
+    def __init__(self, qc_row: dict, message: str):
+        super().__init__(message)
+        self.qc_row = qc_row
+
+
 def preprocess_file(path: Path, config: PreprocessConfig) -> np.ndarray:
-    data, zooms = load_nifti(path)
-    return preprocess_array(data, zooms, config, origin=str(path))
+    return preprocess_file_qc(path, config)[0]
+
+
+def preprocess_file_qc(path: Path, config: PreprocessConfig, qc_dir: Path | None = None
+                       ) -> tuple[np.ndarray, dict | None]:
+    """(volume, quality-control row or None). t1-linear: the registration's score, and with `qc_dir` a QC
+    figure; a registration below the score threshold is a DataError naming the file (after its figure)."""
+    if config.pipeline != "t1-linear":
+        data, zooms = load_nifti(path)
+        return preprocess_array(data, zooms, config, origin=str(path)), None
+    from common.data.t1_linear import NMI_THRESHOLD, t1_linear
+
+    load_nifti(path)  # every check of the basic path (size, dimensions, dtype) before registration
+    registered = t1_linear(path, brain_mask=config.brain_mask)
+    row = {"path": str(path), "nmi": round(registered.score, 4), "passed": registered.score >= NMI_THRESHOLD,
+           "seconds": round(registered.seconds, 2)}
+    if qc_dir is not None:
+        from common.data.qc import registration_figure
+
+        row["figure"] = registration_figure(registered, Path(path), Path(qc_dir))
+    if not row["passed"]:
+        raise RegistrationFailed(row, f"{path}: registration to MNI152 failed its check: normalised mutual information "
+                        f"{registered.score:.3f} < {NMI_THRESHOLD} (see the QC page of the cache)")
+    check_volume(registered.volume, origin=str(path))
+    return preprocess_array(registered.volume, (2.0, 2.0, 2.0), config, origin=str(path)), row

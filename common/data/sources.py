@@ -34,7 +34,7 @@ class Sample:
 class Source:
     """What a data source produced: samples plus what is needed to read their volumes."""
 
-    kind: str  # "manifest" | "folder" | "medmnist" | "demo"
+    kind: str  # "manifest" | "folder" | "medmnist" | "demo" | "bids"
     location: str  # the path the user named, for reports
     samples: list[Sample]
     classes: list[str]
@@ -43,7 +43,7 @@ class Source:
 
     @property
     def is_nifti(self) -> bool:
-        return self.kind in ("manifest", "folder", "demo")
+        return self.kind in ("manifest", "folder", "demo", "bids")
 
 
 def is_nifti_path(path: Path) -> bool:

@@ -317,6 +317,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
             raise DataError(f"{r.path}/predictions.csv: no test predictions")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from common.explain.report_section import saliency_section
+
+    saliency = saliency_section(runs, out_dir)
     for r in runs:  # shown relative to the report, so the links hold wherever the command ran
         r.path = Path(os.path.relpath(r.path.resolve(), out_dir.resolve()))
     calibration = {r.label: reliability_bins(r.split("test").y_true, r.split("test").probabilities) for r in runs}
@@ -336,6 +339,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
     parts += ["## Figures", ""]
     for caption, path in figures.items():
         parts += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
+    parts += saliency
     parts += [facts_section(runs), "", "## The seed's reported figures", "", SEED_REFERENCE]
     markdown_text = "\n".join(parts)
     atomic_write_text(out_dir / "report.md", markdown_text)

@@ -15,6 +15,7 @@ from common.data.augment import AugmentConfig
 from common.data.preprocess import (
     DEFAULT_SHAPE,
     NORMALIZATIONS,
+    PIPELINES,
     RESIZE_MODES,
     STORAGE_DTYPES,
     PreprocessConfig,
@@ -32,8 +33,12 @@ SELECT_METRICS = ("val_loss", "val_accuracy")
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     data: str = field(default="demo", metadata=option(
-        "manifest .csv, class-per-folder directory, MedMNIST .npz, or 'demo' (synthetic)"))
-    label_column: str | None = field(default=None, metadata=option("label column of a manifest CSV (e.g. sex)"))
+        "manifest .csv, BIDS dataset folder, class-per-folder directory, MedMNIST .npz, or 'demo' (synthetic)"))
+    label_column: str | None = field(default=None, metadata=option(
+        "label column of a manifest CSV or of a BIDS participants.tsv (e.g. sex)"))
+    bids_suffix: str = field(default="T1w", metadata=option("BIDS: the image suffix read from anat/"))
+    bids_filter: tuple[str, ...] = field(default=(), metadata=option(
+        "BIDS: keep images whose entity KEY is VALUE (e.g. ses=M00 run=1)", metavar="KEY=VALUE"))
     classes: tuple[str, ...] | None = field(default=None, metadata=option(
         "class names in order (default: sorted labels)"))
     class_names: tuple[str, ...] | None = field(default=None, metadata=option(
@@ -53,6 +58,11 @@ class DataConfig:
     percentiles: tuple[float, float] = field(default=(0.5, 99.5), metadata=option(
         "clipping percentiles of --normalize percentile", metavar=("LOW", "HIGH")))
     storage_dtype: str = field(default="float16", metadata=option("cache dtype", choices=STORAGE_DTYPES))
+    pipeline: str = field(default="basic", metadata=option(
+        "basic: reorient + resample; t1-linear: N4 bias-field correction and affine registration to MNI152 first",
+        choices=PIPELINES, flag="--preprocess"))
+    brain_mask: bool = field(default=False, metadata=option(
+        "t1-linear: zero everything outside the template's brain mask after registration"))
     split_ratios: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2), metadata=option(
         "train/val/test fractions, by subject", metavar=("TRAIN", "VAL", "TEST")))
     split_seed: int = field(default=42, metadata=option("seed of the train/val/test split"))
@@ -65,12 +75,16 @@ class DataConfig:
         validate_choices(self)
         if self.workers < 1:
             raise ConfigError(f"--workers {self.workers}: must be >= 1")
+        from common.data.bids import parse_filters
+
+        parse_filters(self.bids_filter)
         self.preprocess()  # every check of the preprocessing and split values, before any work
         self.split()
 
     def preprocess(self) -> PreprocessConfig:
         return PreprocessConfig(shape=self.shape, resize=self.resize, normalize=self.normalize,
-                                percentiles=self.percentiles, dtype=self.storage_dtype)
+                                percentiles=self.percentiles, dtype=self.storage_dtype, pipeline=self.pipeline,
+                                brain_mask=self.brain_mask)
 
     def split(self) -> SplitConfig:
         return SplitConfig(ratios=self.split_ratios, seed=self.split_seed, folds=self.folds, fold=self.fold)

@@ -63,7 +63,8 @@ def dataset_for(data: DataConfig, *, progress: bool = True) -> PreparedDataset:
     dataset = prepare_dataset(data.data, label_column=data.label_column, classes=list(data.classes or []) or None,
                            preprocess=data.preprocess(), split=data.split(), cache_root=data.cache_dir,
                            workers=data.workers, progress=progress, drop_invalid=data.drop_invalid,
-                           class_names=data.class_names)
+                           class_names=data.class_names, bids_suffix=data.bids_suffix,
+                           bids_filter=data.bids_filter)
     return replace(dataset, name=data.dataset_name, licence=data.dataset_licence)
 
 
@@ -77,10 +78,11 @@ def check_predict_arguments(args: argparse.Namespace) -> None:
 
 
 def run_command(command: Callable[[], object]) -> int:
-    """Run a CLI command; bad input (DataError / ConfigError) ends with one `error:` line, exit 2."""
+    """Run a CLI command; bad input (DataError / ConfigError) ends with one `error:` line, exit 2.
+    A command that returns an int (a forwarded child's exit status) exits with it."""
     try:
-        command()
+        result = command()
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -29,7 +29,7 @@ MODEL_PACKAGES = ("torch_resnet", "tf_transformer")
 class DataRecord:
     """What the run was trained and tested on (PreparedDataset.record())."""
 
-    source: str  # manifest | folder | medmnist | demo
+    source: str  # manifest | folder | medmnist | demo | bids
     location: str
     label_column: str
     classes: tuple[str, ...]  # in order: index i is column prob_<classes[i]>

@@ -19,9 +19,10 @@ from common.errors import ConfigError
 T = TypeVar("T")
 
 
-def option(help: str, *, choices: tuple | None = None, metavar=None) -> dict:
-    """Field metadata for the generated CLI: `field(default=..., metadata=option("why", choices=...))`."""
-    return {"help": help, "choices": choices, "metavar": metavar}
+def option(help: str, *, choices: tuple | None = None, metavar=None, flag: str | None = None) -> dict:
+    """Field metadata for the generated CLI: `field(default=..., metadata=option("why", choices=...))`;
+    `flag` replaces the option name derived from the field's (when the field's name is taken)."""
+    return {"help": help, "choices": choices, "metavar": metavar, "flag": flag}
 
 
 def check_choice(owner: str, name: str, value, choices) -> None:
@@ -81,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults, *, title: str, skip
                 kwargs["choices"] = field_choices
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
-        group.add_argument(flag(f.name), help=help_text.replace("%", "%%"), **kwargs)
+        group.add_argument(meta.get("flag") or flag(f.name), help=help_text.replace("%", "%%"), **kwargs)
 
 
 def _show(value) -> str:

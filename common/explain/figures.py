@@ -1,0 +1,41 @@
+"""One PNG per input: three orthogonal slices through the map's peak, the map over the scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write
+from common.explain.maps import peak_voxel
+
+# Below this share of the map's maximum nothing is drawn, so the scan stays readable under the map.
+OVERLAY_FLOOR = 0.25
+
+
+def slice_figure(scan: np.ndarray, saliency: np.ndarray, zooms, title: str, path: Path) -> None:
+    """scan, saliency: (X, Y, Z) in RAS+ voxel order (as `load_nifti` returns a scan)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y, z = peak_voxel(saliency)
+    top = float(saliency.max())
+    shown = np.ma.masked_less_equal(saliency, OVERLAY_FLOOR * top if top > 0 else 0.0)
+    views = (  # (name, 2-D slice (horizontal axis first), aspect = vertical / horizontal voxel size)
+        ("sagittal", lambda v: v[x, :, :], zooms[2] / zooms[1]),
+        ("coronal", lambda v: v[:, y, :], zooms[2] / zooms[0]),
+        ("axial", lambda v: v[:, :, z], zooms[1] / zooms[0]),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6))
+    low, high = np.percentile(scan, (1, 99.5))
+    for ax, (name, cut, aspect) in zip(axes, views):
+        ax.imshow(cut(scan).T, cmap="gray", origin="lower", aspect=aspect, vmin=low, vmax=high)
+        ax.imshow(cut(shown).T, cmap="hot", origin="lower", aspect=aspect, alpha=0.6, vmin=0, vmax=top or 1.0)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{title}\npeak at voxel (RAS) {x}, {y}, {z}", fontsize=9)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)

@@ -1,0 +1,77 @@
+"""Model grid -> the input scan's own voxel grid and affine: the inverse of `preprocess_file`'s geometry.
+
+`preprocess_file` reorients a scan to RAS+ (nibabel's closest canonical), resamples it and centre-pads or
+crops it to the model grid (`conform_geometry`). A map on the model grid is taken back through the same
+steps in reverse, so it overlays the original file in FSLeyes, ITK-SNAP or 3D Slicer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+from scipy import ndimage
+
+from common.data.preprocess import ConformGeometry, PreprocessConfig, conform_geometry
+
+RAS = orientations.axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass(frozen=True)
+class ScanGeometry:
+    """The input scan's grid (after squeezing a trailing singleton axis) and how it reached the model grid."""
+
+    shape: tuple[int, int, int]  # the file's voxel grid
+    affine: np.ndarray  # the file's voxel -> world (mm) affine
+    to_canonical: np.ndarray  # nibabel orientation transform: file axes -> RAS+
+    conform: ConformGeometry  # canonical grid -> model grid
+
+    @property
+    def from_canonical(self) -> np.ndarray:
+        return orientations.ornt_transform(RAS, orientations.io_orientation(self.affine))
+
+    def canonical_to_file(self, canonical: np.ndarray) -> np.ndarray:
+        return orientations.apply_orientation(canonical, self.from_canonical)
+
+    def world(self, voxel) -> np.ndarray:
+        return nib.affines.apply_affine(self.affine, np.asarray(voxel, dtype=float))
+
+
+def scan_geometry(path: Path, preprocess: PreprocessConfig) -> ScanGeometry:
+    """The file's header only (no voxels read); `load_nifti` has already checked the file."""
+    image = nib.funcs.squeeze_image(nib.load(str(path)))
+    canonical = nib.as_closest_canonical(image)  # what load_nifti resamples from: shape and voxel sizes
+    zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+    return ScanGeometry(tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=float),
+                        orientations.io_orientation(image.affine),
+                        conform_geometry(canonical.shape[:3], zooms, preprocess))
+
+
+def model_grid_geometry(shape: tuple[int, int, int]) -> ScanGeometry:
+    """For volumes that never were files (MedMNIST arrays): the model grid itself, identity affine."""
+    shape = tuple(int(n) for n in shape)
+    identity = ConformGeometry(shape, (1.0, 1.0, 1.0), shape, (0, 0, 0))
+    return ScanGeometry(shape, np.eye(4), orientations.axcodes2ornt(("R", "A", "S")), identity)
+
+
+def to_canonical_grid(model_map: np.ndarray, geometry: ScanGeometry) -> np.ndarray:
+    """(D, H, W) model-grid map -> the scan's RAS+ voxel grid (trilinear; 0 outside the model's field)."""
+    scale, shift = geometry.conform.model_coordinates()
+    return ndimage.affine_transform(np.asarray(model_map, dtype=np.float32), scale, offset=shift,
+                                    output_shape=geometry.conform.source_shape, order=1, mode="constant", cval=0.0)
+
+
+def to_scan_grid(model_map: np.ndarray, geometry: ScanGeometry) -> np.ndarray:
+    """(D, H, W) model-grid map -> the file's own voxel grid (its shape and axis order)."""
+    return geometry.canonical_to_file(to_canonical_grid(model_map, geometry))
+
+
+def save_map(scan_map: np.ndarray, geometry: ScanGeometry, path: Path) -> None:
+    """float32 NIfTI with the scan's affine (qform and sform), so viewers place it on the scan."""
+    image = nib.Nifti1Image(np.asarray(scan_map, dtype=np.float32), geometry.affine)
+    image.set_qform(geometry.affine, code=1)
+    image.set_sform(geometry.affine, code=1)
+    nib.save(image, str(path))

@@ -1,0 +1,74 @@
+"""What `explain` looks at: NIfTI files, a manifest, or one split of the run's own data (from its cache)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.data.cache import default_cache_root, open_volumes
+from common.data.inference import input_paths, sample_ids_of
+from common.data.preprocess import PreprocessConfig, load_nifti, preprocess_array
+from common.data.sources import SPLIT_NAMES
+from common.errors import ConfigError, DataError
+from common.explain.geometry import ScanGeometry, model_grid_geometry, scan_geometry
+from common.runs.record import RunRecord
+from common.runs.rundir import read_predictions
+
+
+@dataclass(frozen=True)
+class ExplainInput:
+    sample_id: str
+    volume: np.ndarray  # (D, H, W) float32 on the model grid: what the model sees
+    geometry: ScanGeometry  # how to take a map back to the file's grid
+    scan: np.ndarray  # what the figure shows under the map: the scan in RAS+ (or the model volume)
+    zooms: tuple[float, float, float]  # voxel sizes of `scan`, for the figure's aspect ratio
+    y_true: str | None = None  # known for a split of the run's data
+    path: Path | None = None
+
+
+def file_input(path: Path, preprocess: PreprocessConfig, sample_id: str, y_true: str | None = None) -> ExplainInput:
+    canonical, zooms = load_nifti(path)
+    volume = preprocess_array(canonical, zooms, preprocess, origin=str(path)).astype(np.float32)
+    return ExplainInput(sample_id, volume, scan_geometry(path, preprocess), canonical, zooms, y_true, Path(path))
+
+
+def files_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: PreprocessConfig) -> list[ExplainInput]:
+    paths = input_paths(inputs, manifest)
+    return [file_input(p, preprocess, i) for p, i in zip(paths, sample_ids_of(paths))]
+
+
+def split_inputs(run_dir: Path, record: RunRecord, split: str, cache_root: Path | None) -> list[ExplainInput]:
+    """The split's samples as the run scored them: volumes from the preprocessed cache (the exact arrays),
+    the source file (when there is one and it is still there) for the scan grid and the figure."""
+    if split not in SPLIT_NAMES:
+        raise ConfigError(f"--split {split}: not one of {list(SPLIT_NAMES)}")
+    predictions = read_predictions(Path(run_dir) / "predictions.csv")
+    rows = [(sid, predictions.classes[y]) for sid, y, s in
+            zip(predictions.sample_ids, predictions.y_true, predictions.split) if s == split]
+    if not rows:
+        raise DataError(f"{run_dir}/predictions.csv: no '{split}' samples")
+    folder = Path(cache_root or default_cache_root()) / "volumes" / record.data.data_hash
+    if not (folder / "index.csv").is_file():
+        raise DataError(f"{folder}: the run's preprocessed cache is not there; pass --cache-dir as in training "
+                        f"(or rebuild it with `python -m common prepare` and the run's data options)")
+    with (folder / "index.csv").open(newline="") as f:
+        index = {row["sample_id"]: row for row in csv.DictReader(f)}
+    volumes = open_volumes(folder)
+    out = []
+    for sample_id, y_true in rows:
+        if sample_id not in index:
+            raise DataError(f"{folder}/index.csv: sample '{sample_id}' of {run_dir}/predictions.csv is missing")
+        entry = index[sample_id]
+        path = Path(entry["path"]) if entry.get("path") else None
+        if path is not None and path.is_file():
+            item = file_input(path, record.data.preprocess, sample_id, y_true)
+            out.append(ExplainInput(sample_id, np.asarray(volumes[int(entry["row"])], dtype=np.float32),
+                                    item.geometry, item.scan, item.zooms, y_true, path))
+        else:  # an in-memory source (MedMNIST): maps stay on the model grid
+            volume = np.asarray(volumes[int(entry["row"])], dtype=np.float32)
+            out.append(ExplainInput(sample_id, volume, model_grid_geometry(volume.shape), volume, (1.0, 1.0, 1.0),
+                                    y_true, None))
+    return out

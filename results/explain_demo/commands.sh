@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Saliency maps on the synthetic demo, checked against the lesions the generator planted (issue 13).
+# Run from the repository root:  bash results/explain_demo/commands.sh [train | explain | check | all]
+# Both models at their default settings, seed 0; every test volume; both methods; each method also on the
+# same architecture with re-initialised weights (the randomisation sanity check). The map target is the
+# lesion class for every input (--target lesion), so lesion volumes the model misclassifies still count.
+set -euo pipefail
+ROOT=runs/explain_demo
+OUT=results/explain_demo
+PY=.venv/bin/python
+
+train() {
+  [[ -f $ROOT/resnet/metrics.json ]] || $PY -m torch_resnet train --seed 0 --quiet --run-dir $ROOT/resnet
+  [[ -f $ROOT/vit/metrics.json ]] || $PY -m tf_transformer train --seed 0 --quiet --run-dir $ROOT/vit
+}
+
+explain() {
+  for run in $ROOT/resnet $ROOT/vit; do
+    for method in gradcam occlusion; do
+      $PY -m common explain --run-dir $run --split test --method $method --target lesion
+      $PY -m common explain --run-dir $run --split test --method $method --target lesion --random-weights
+    done
+  done
+}
+
+check() {
+  $PY -m common check-maps $ROOT/resnet $ROOT/vit --out $OUT
+  $PY -m common report $ROOT/vit $ROOT/resnet --out-root results --name explain_demo \
+    --title "Synthetic demo: what the models look at"
+  mkdir -p $OUT/figures
+  # Two lesion volumes of the test split, every model x method, for the README.
+  for sample in demo-sub007_scan0 demo-sub051_scan1; do
+    for model in resnet vit; do
+      for method in gradcam occlusion; do
+        cp $ROOT/$model/explain/$method/figures/$sample.png $OUT/figures/$model-$method-$sample.png
+      done
+    done
+  done
+  for model in resnet vit; do  # speed: seconds per volume as each explain run measured it
+    for method in gradcam occlusion; do
+      $PY -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], \
+'%.3f s/volume, %d forward passes' % (s['seconds_per_volume'], s['forward_passes_per_volume']))" \
+        $ROOT/$model/explain/$method/explain.json $model $method
+    done
+  done > $OUT/seconds.txt
+}
+
+case ${1:-all} in
+  train) train ;;
+  explain) explain ;;
+  check) check ;;
+  all) train; explain; check ;;
+  *) echo "usage: $0 [train | explain | check | all]" >&2; exit 2 ;;
+esac
