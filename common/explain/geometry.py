@@ -50,6 +50,16 @@ def scan_geometry(path: Path, preprocess: PreprocessConfig) -> ScanGeometry:
                         conform_geometry(canonical.shape[:3], zooms, preprocess))
 
 
+def template_geometry(preprocess: PreprocessConfig) -> ScanGeometry:
+    """For --preprocess t1-linear: the model grid came from the MNI152 template's 2 mm grid, so maps go back
+    to template space (they overlay the template or any scan registered to it), not to the native scan."""
+    from common.data.t1_linear import SPACING, template_arrays
+
+    template, _, affine = template_arrays()
+    return ScanGeometry(tuple(int(n) for n in template.shape), affine, orientations.io_orientation(affine),
+                        conform_geometry(template.shape, (SPACING,) * 3, preprocess))
+
+
 def model_grid_geometry(shape: tuple[int, int, int]) -> ScanGeometry:
     """For volumes that never were files (MedMNIST arrays): the model grid itself, identity affine."""
     shape = tuple(int(n) for n in shape)
@@ -60,7 +70,7 @@ def model_grid_geometry(shape: tuple[int, int, int]) -> ScanGeometry:
 def to_canonical_grid(model_map: np.ndarray, geometry: ScanGeometry) -> np.ndarray:
     """(D, H, W) model-grid map -> the scan's RAS+ voxel grid (trilinear; 0 outside the model's field)."""
     scale, shift = geometry.conform.model_coordinates()
-    return ndimage.affine_transform(np.asarray(model_map, dtype=np.float32), scale, offset=shift,
+    return ndimage.affine_transform(np.asarray(model_map, dtype=np.float32), np.diag(scale), offset=shift,
                                     output_shape=geometry.conform.source_shape, order=1, mode="constant", cval=0.0)
 
 

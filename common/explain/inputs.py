@@ -13,7 +13,7 @@ from common.data.inference import input_paths, sample_ids_of
 from common.data.preprocess import PreprocessConfig, load_nifti, preprocess_array
 from common.data.sources import SPLIT_NAMES
 from common.errors import ConfigError, DataError
-from common.explain.geometry import ScanGeometry, model_grid_geometry, scan_geometry
+from common.explain.geometry import ScanGeometry, model_grid_geometry, scan_geometry, template_geometry
 from common.runs.record import RunRecord
 from common.runs.rundir import read_predictions
 
@@ -30,6 +30,13 @@ class ExplainInput:
 
 
 def file_input(path: Path, preprocess: PreprocessConfig, sample_id: str, y_true: str | None = None) -> ExplainInput:
+    if preprocess.pipeline == "t1-linear":  # maps in MNI152 space, shown over the registered scan
+        from common.data.t1_linear import SPACING, t1_linear
+
+        registered = t1_linear(path, brain_mask=preprocess.brain_mask).volume
+        volume = preprocess_array(registered, (SPACING,) * 3, preprocess, origin=str(path)).astype(np.float32)
+        return ExplainInput(sample_id, volume, template_geometry(preprocess), registered, (SPACING,) * 3, y_true,
+                            Path(path))
     canonical, zooms = load_nifti(path)
     volume = preprocess_array(canonical, zooms, preprocess, origin=str(path)).astype(np.float32)
     return ExplainInput(sample_id, volume, scan_geometry(path, preprocess), canonical, zooms, y_true, Path(path))
