@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.data.preprocess import PreprocessConfig, preprocess_file
+from common.data.preprocess import PreprocessConfig, load_nifti, preprocess_file
 from common.errors import ConfigError, DataError
 from common.explain.checks import peak_in_mask, pointing_game, proportion, randomisation_similarity
 from common.explain.geometry import model_grid_geometry, save_map, scan_geometry, to_scan_grid
@@ -95,7 +95,8 @@ def test_maps_go_back_to_the_scan_grid_and_affine(tmp_path, four_d):
     path, data, affine, blob_at = _oblique_scan(tmp_path, four_d=four_d)
     config = PreprocessConfig(shape=(16, 16, 16), normalize="zscore")
     volume = preprocess_file(path, config).astype(np.float32)  # the model grid: RAS+, resampled, padded
-    geometry = scan_geometry(path, config)
+    canonical, zooms = load_nifti(path)
+    geometry = scan_geometry(path, canonical.shape, zooms, config)
     back = to_scan_grid(volume, geometry)  # the preprocessed volume taken back: the scan again, blurred
     assert back.shape == data.shape
     assert np.corrcoef(back.ravel(), data.ravel())[0, 1] > 0.9

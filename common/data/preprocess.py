@@ -293,7 +293,7 @@ def preprocess_file_qc(path: Path, config: PreprocessConfig, qc_dir: Path | None
     if config.pipeline != "t1-linear":
         data, zooms = load_nifti(path)
         return preprocess_array(data, zooms, config, origin=str(path)), None
-    from common.data.t1_linear import NMI_THRESHOLD, t1_linear
+    from common.data.t1_linear import NMI_THRESHOLD, SPACING, t1_linear
 
     load_nifti(path)  # every check of the basic path (size, dimensions, dtype) before registration
     registered = t1_linear(path, brain_mask=config.brain_mask)
@@ -306,5 +306,4 @@ def preprocess_file_qc(path: Path, config: PreprocessConfig, qc_dir: Path | None
     if not row["passed"]:
         raise RegistrationFailed(row, f"{path}: registration to MNI152 failed its check: normalised mutual information "
                         f"{registered.score:.3f} < {NMI_THRESHOLD} (see the QC page of the cache)")
-    check_volume(registered.volume, origin=str(path))
-    return preprocess_array(registered.volume, (2.0, 2.0, 2.0), config, origin=str(path)), row
+    return preprocess_array(registered.volume, (SPACING,) * 3, config, origin=str(path)), row

@@ -40,14 +40,13 @@ class ScanGeometry:
         return nib.affines.apply_affine(self.affine, np.asarray(voxel, dtype=float))
 
 
-def scan_geometry(path: Path, preprocess: PreprocessConfig) -> ScanGeometry:
-    """The file's header only (no voxels read); `load_nifti` has already checked the file."""
+def scan_geometry(path: Path, canonical_shape, zooms, preprocess: PreprocessConfig) -> ScanGeometry:
+    """`canonical_shape`, `zooms`: what `load_nifti` returned for the file (the grid preprocessing resampled
+    from); the file's own shape and affine come from its header (no voxels read)."""
     image = nib.funcs.squeeze_image(nib.load(str(path)))
-    canonical = nib.as_closest_canonical(image)  # what load_nifti resamples from: shape and voxel sizes
-    zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
     return ScanGeometry(tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=float),
                         orientations.io_orientation(image.affine),
-                        conform_geometry(canonical.shape[:3], zooms, preprocess))
+                        conform_geometry(tuple(canonical_shape), zooms, preprocess))
 
 
 def template_geometry(preprocess: PreprocessConfig) -> ScanGeometry:

@@ -29,17 +29,22 @@ class ExplainInput:
     path: Path | None = None
 
 
-def file_input(path: Path, preprocess: PreprocessConfig, sample_id: str, y_true: str | None = None) -> ExplainInput:
-    if preprocess.pipeline == "t1-linear":  # maps in MNI152 space, shown over the registered scan
+def scan_view(path: Path, preprocess: PreprocessConfig) -> tuple[ScanGeometry, np.ndarray, tuple]:
+    """(geometry, scan, voxel sizes): the grid maps go back to and the scan the figure shows — the scan in RAS+
+    (or, for t1-linear, registered to MNI152: maps then go to template space)."""
+    if preprocess.pipeline == "t1-linear":
         from common.data.t1_linear import SPACING, t1_linear
 
         registered = t1_linear(path, brain_mask=preprocess.brain_mask).volume
-        volume = preprocess_array(registered, (SPACING,) * 3, preprocess, origin=str(path)).astype(np.float32)
-        return ExplainInput(sample_id, volume, template_geometry(preprocess), registered, (SPACING,) * 3, y_true,
-                            Path(path))
+        return template_geometry(preprocess), registered, (SPACING,) * 3
     canonical, zooms = load_nifti(path)
-    volume = preprocess_array(canonical, zooms, preprocess, origin=str(path)).astype(np.float32)
-    return ExplainInput(sample_id, volume, scan_geometry(path, preprocess), canonical, zooms, y_true, Path(path))
+    return scan_geometry(path, canonical.shape, zooms, preprocess), canonical, zooms
+
+
+def file_input(path: Path, preprocess: PreprocessConfig, sample_id: str, y_true: str | None = None) -> ExplainInput:
+    geometry, scan, zooms = scan_view(path, preprocess)
+    volume = preprocess_array(scan, zooms, preprocess, origin=str(path)).astype(np.float32)
+    return ExplainInput(sample_id, volume, geometry, scan, zooms, y_true, Path(path))
 
 
 def files_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: PreprocessConfig) -> list[ExplainInput]:
@@ -70,10 +75,10 @@ def split_inputs(run_dir: Path, record: RunRecord, split: str, cache_root: Path 
             raise DataError(f"{folder}/index.csv: sample '{sample_id}' of {run_dir}/predictions.csv is missing")
         entry = index[sample_id]
         path = Path(entry["path"]) if entry.get("path") else None
-        if path is not None and path.is_file():
-            item = file_input(path, record.data.preprocess, sample_id, y_true)
+        if path is not None and path.is_file():  # the cached volume; the file only for its grid and the figure
+            geometry, scan, zooms = scan_view(path, record.data.preprocess)
             out.append(ExplainInput(sample_id, np.asarray(volumes[int(entry["row"])], dtype=np.float32),
-                                    item.geometry, item.scan, item.zooms, y_true, path))
+                                    geometry, scan, zooms, y_true, path))
         else:  # an in-memory source (MedMNIST): maps stay on the model grid
             volume = np.asarray(volumes[int(entry["row"])], dtype=np.float32)
             out.append(ExplainInput(sample_id, volume, model_grid_geometry(volume.shape), volume, (1.0, 1.0, 1.0),
