@@ -69,6 +69,80 @@ def test_class_weights_are_one_formula_with_mean_one():
     assert np.allclose(batches[0].weight, w[batches[0].y])
 
 
+def constant_split(n=8, classes=2):
+    """Volume i is constant i + 1 (so a blend reveals its partner and lam); labels i % classes."""
+    x = np.broadcast_to(np.arange(1, n + 1, dtype=np.float32)[:, None, None, None], (n, 2, 2, 2)).copy()
+    ids = [f"s{i}" for i in range(n)]
+    return SplitData("train", x, np.arange(n) % classes, ids, ids)
+
+
+def test_mixup_blends_each_volume_with_a_partner_of_its_global_batch():
+    split = constant_split(n=8, classes=8)  # a class per sample: a target names the partner and lam
+    plain = EpochBatches(split, batch_size=4, seed=1, epoch=0)[0]
+    assert np.array_equal(plain.target, np.eye(8, dtype=np.float32)[plain.y])  # off: one-hot
+    batches = EpochBatches(split, batch_size=4, seed=1, epoch=0, mixup=0.4)
+    assert np.array_equal(batches.order, EpochBatches(split, batch_size=4, seed=1, epoch=0).order)
+    lams = []
+    for step in range(len(batches)):
+        batch = batches[step]
+        assert np.allclose(batch.target.sum(1), 1.0) and (batch.weight == 1).all()
+        partners = []
+        for x, own, target in zip(batch.x, batch.indices, batch.target):
+            lam = target[own]
+            assert lam >= 0.5 - 1e-6  # folded: the sample's own label dominates
+            others = np.flatnonzero(target > 0)
+            partner = own if len(others) == 1 else int(others[others != own][0])
+            assert partner in batch.indices  # from the same batch
+            assert np.allclose(x, lam * (own + 1) + (1 - lam) * (partner + 1), rtol=1e-6)
+            partners.append(partner)
+            lams.append(lam)
+        assert sorted(partners) == sorted(batch.indices)  # a permutation of the batch
+    assert 0.5 <= min(lams) < 0.99  # blends happen
+    again = EpochBatches(split, batch_size=4, seed=1, epoch=0, mixup=0.4)
+    assert all(np.array_equal(again[i].x, batches[i].x) and np.array_equal(again[i].target, batches[i].target)
+               for i in range(len(batches)))  # pure in (seed, epoch, step)
+    with pytest.raises(ConfigError, match="--mixup -1"):
+        TrainConfig(mixup=-1)
+
+
+def test_mixup_batches_do_not_depend_on_the_number_of_processes():
+    split = constant_split(n=8)
+    single = EpochBatches(split, batch_size=4, seed=5, epoch=2, augment=AugmentConfig(), mixup=0.4)
+    ranks = [EpochBatches(split, batch_size=4, seed=5, epoch=2, augment=AugmentConfig(), mixup=0.4, rank=r,
+                          world_size=2) for r in range(2)]
+    for step in range(len(single)):
+        x = np.empty_like(single[step].x)
+        target = np.empty_like(single[step].target)
+        for r in range(2):
+            x[r::2], target[r::2] = ranks[r][step].x, ranks[r][step].target
+        assert np.array_equal(x, single[step].x) and np.array_equal(target, single[step].target)
+
+
+def test_mixup_with_class_weights_is_the_weighted_loss_of_each_component():
+    """weight * CE(target, p) == lam * w_a * CE(a, p) + (1 - lam) * w_b * CE(b, p) for any prediction p."""
+    split = constant_split(n=8, classes=3)
+    split = SplitData("train", split.x, np.array([0, 0, 0, 0, 1, 1, 2, 2]), split.sample_ids, split.subject_ids)
+    w = balanced_class_weights(split.y, 3)
+    batch = EpochBatches(split, batch_size=8, seed=0, epoch=0, class_weights=w, mixup=1.0)[0]
+    log_p = np.log(np.random.default_rng(0).dirichlet(np.ones(3), size=8))
+    across_classes = 0
+    for x, own, target, weight, lp in zip(batch.x, batch.indices, batch.target, batch.weight, log_p):
+        for partner in range(8):  # find the partner and lam from the blended value, then compare the losses
+            if split.y[partner] == split.y[own]:
+                continue
+            lam = (float(x.flat[0]) - (partner + 1)) / (own - partner)
+            if not 0.5 - 1e-5 <= lam <= 1 + 1e-6:
+                continue
+            a, b = split.y[own], split.y[partner]
+            expected = -(lam * w[a] * lp[a] + (1 - lam) * w[b] * lp[b])
+            if np.isclose(-(weight * target * lp).sum(), expected, rtol=1e-5):
+                across_classes += lam < 1 - 1e-6
+                break
+        else:
+            assert np.isclose(target.max(), 1.0) and np.isclose(weight, w[split.y[own]])  # same-class blend
+    assert across_classes >= 2
+
+
 def test_both_adapters_receive_the_same_batches(make_manifest, cache_root, tmp_path, monkeypatch):
     """Train each model for two epochs and record every batch its adapter took from common."""
     from common.data import batches as batches_module
@@ -80,7 +154,7 @@ def test_both_adapters_receive_the_same_batches(make_manifest, cache_root, tmp_p
 
     def spy(self, step):
         batch = original(self, step)
-        digest = hashlib.sha256(batch.x.tobytes() + batch.y.tobytes() + batch.weight.tobytes()).hexdigest()
+        digest = hashlib.sha256(batch.x.tobytes() + batch.target.tobytes() + batch.weight.tobytes()).hexdigest()
         seen.append((self.epoch, step, digest))
         return batch
 
@@ -88,13 +162,15 @@ def test_both_adapters_receive_the_same_batches(make_manifest, cache_root, tmp_p
     manifest = make_manifest(n_subjects=14)
     args = ["train", "--data", str(manifest), "--label-column", "label", "--shape", "16", "16", "16", "--preset",
             "tiny", "--batch-size", "4", "--epochs", "2", "--cache-dir", str(cache_root), "--workers", "1",
-            "--quiet", "--precision", "fp32", "--class-weights", "--seed", "5"]
+            "--quiet", "--precision", "fp32", "--class-weights", "--mixup", "0.4", "--seed", "5"]
     assert resnet_main([*args, "--run-dir", str(tmp_path / "resnet")]) == 0
     resnet = set(seen)
     seen.clear()
     assert vit_main([*args, "--run-dir", str(tmp_path / "vit")]) == 0
     assert set(seen) == resnet
     assert {(e, s) for e, s, _ in resnet} == {(e, s) for e in (0, 1) for s in range(3)}  # 10 train samples / 4
+    for model in ("resnet", "vit"):  # mixup (and class weights) blended those batches, and the record says so
+        assert read_record(tmp_path / model).training.mixup == 0.4
 
 
 # ---- selection, validation, schedules -------------------------------------------------------------
@@ -289,12 +365,18 @@ def test_both_losses_are_one_formula_with_weights_and_label_smoothing():
     rng = np.random.default_rng(0)
     logits, y = rng.normal(size=(6, 3)).astype(np.float32), np.array([0, 1, 2, 2, 1, 0])
     weight = np.array([0.5, 1.0, 2.0, 2.0, 1.0, 0.5], np.float32)
+    one_hot = np.eye(3, dtype=np.float32)[y]
+    soft = rng.dirichlet(np.ones(3), size=6).astype(np.float32)  # mixup's blended targets
     for smoothing in (0.0, 0.1):
-        ours = weighted_cross_entropy(torch.from_numpy(logits), torch.from_numpy(y), torch.from_numpy(weight),
-                                      label_smoothing=smoothing).item()
-        keras_loss = make_loss(TrainConfig(label_smoothing=smoothing))(np.eye(3, dtype=np.float32)[y], logits,
-                                                                       sample_weight=weight)
-        assert float(keras.ops.convert_to_numpy(keras_loss)) == pytest.approx(ours, rel=1e-5)
+        for target in (one_hot, soft):
+            ours = weighted_cross_entropy(torch.from_numpy(logits), torch.from_numpy(target), torch.from_numpy(weight),
+                                          label_smoothing=smoothing).item()
+            keras_loss = make_loss(TrainConfig(label_smoothing=smoothing))(target, logits, sample_weight=weight)
+            assert float(keras.ops.convert_to_numpy(keras_loss)) == pytest.approx(ours, rel=1e-5)
+        by_index = (torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y), reduction="none",
+                                                      label_smoothing=smoothing) * torch.from_numpy(weight)).mean()
+        assert weighted_cross_entropy(torch.from_numpy(logits), torch.from_numpy(one_hot), torch.from_numpy(weight),
+                                      label_smoothing=smoothing).item() == pytest.approx(by_index.item(), rel=1e-6)
     with pytest.raises(ConfigError, match="--label-smoothing 1.0"):
         TrainConfig(label_smoothing=1.0)
     with pytest.raises(ConfigError, match="--grad-clip -1"):

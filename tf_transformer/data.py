@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from common.data.batches import EpochBatches
 
 
 class KerasBatches(keras.utils.PyDataset):
-    """(x (B, D, H, W, 1) float32, y (B, K) one-hot float32, sample weight (B,) float32) per step.
+    """(x (B, D, H, W, 1) float32, y (B, K) soft targets float32, sample weight (B,) float32) per step.
 
-    Keras reduces a weighted loss as mean(weight * loss) over the batch, as the ResNet does. One-hot
-    targets let CategoricalCrossentropy apply label smoothing exactly as torch's cross_entropy does.
+    Keras reduces a weighted loss as mean(weight * loss) over the batch, as the ResNet does. The shared
+    batches' probability targets (one-hot, or blended by mixup) let CategoricalCrossentropy apply label
+    smoothing exactly as torch's cross_entropy does.
     """
 
     def __init__(self, batches: EpochBatches, *, num_classes: int, **kwargs):
@@ -24,4 +24,6 @@ class KerasBatches(keras.utils.PyDataset):
 
     def __getitem__(self, step: int):
         batch = self.batches[step]
-        return batch.x[..., None], np.eye(self.num_classes, dtype=np.float32)[batch.y], batch.weight
+        if batch.target.shape[1] != self.num_classes:
+            raise ValueError(f"batch targets have {batch.target.shape[1]} classes, the model {self.num_classes}")
+        return batch.x[..., None], batch.target, batch.weight

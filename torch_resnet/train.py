@@ -162,10 +162,11 @@ def make_optimizer(parameters, training: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=training.lr, momentum=0.9, nesterov=True, weight_decay=training.weight_decay)
 
 
-def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, *,
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *,
                            label_smoothing: float = 0.0) -> torch.Tensor:
-    """mean(weight_i * CE_i) over the batch: the same reduction as Keras' sample weights."""
-    return (F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing) * weight).mean()
+    """mean(weight_i * CE(target_i, softmax(logits_i))) over the batch: the same reduction as Keras' sample
+    weights. target: (B, K) probabilities (one-hot, or blended by mixup); smoothing applies to them."""
+    return (F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=label_smoothing) * weight).mean()
 
 
 class TorchAdapter:
@@ -230,11 +231,12 @@ class TorchAdapter:
                     pending = prefetch.submit(batches.__getitem__, step + 1)
                 x = to_model_input(batch.x, self.device, self.channels_last)
                 y = torch.from_numpy(batch.y).to(self.device)
+                target = torch.from_numpy(batch.target).to(self.device)
                 weight = torch.from_numpy(batch.weight).to(self.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 with autocast(self.precision, self.device):
                     logits = self.model(x)
-                loss = weighted_cross_entropy(logits, y, weight, label_smoothing=self.training.label_smoothing)
+                loss = weighted_cross_entropy(logits, target, weight, label_smoothing=self.training.label_smoothing)
                 self.scaler.scale(loss).backward()
                 if self.training.grad_clip:
                     self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
@@ -244,7 +246,10 @@ class TorchAdapter:
                 if self.ema is not None:
                     self.ema.update_parameters(self.net)
                 loss_value = loss.item()
-                totals += torch.tensor([loss_value * len(y), (logits.argmax(1) == y).sum().item(), len(y)],
+                # Accuracy against the target's top class, as Keras' CategoricalAccuracy counts it (with mixup
+                # and class weights that can be the partner's class).
+                hits = (logits.argmax(1) == target.argmax(1)).sum().item()
+                totals += torch.tensor([loss_value * len(y), hits, len(y)],
                                        dtype=torch.float64)
                 on_step(loss_value)
         totals = sum_across_ranks(self.ctx, totals)

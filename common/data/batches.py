@@ -4,6 +4,15 @@ A training batch is a pure function of (seed, epoch, step): both trainers iterat
 `EpochBatches`, so for one seed they see the same augmented volumes in the same order, and a resumed
 run repeats the uninterrupted one. Under DDP a global batch is split across ranks (rank r takes
 rows r, r + W, ...), so the global batches do not depend on the number of processes.
+
+Every batch carries soft targets (B, K) and a loss weight per sample; both trainers minimise
+mean(weight * cross-entropy(target, prediction)). Without mixup the targets are one-hot. With mixup
+(Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018) each volume is blended with a
+partner from the same global batch, x = lam * x_a + (1 - lam) * x_b, lam ~ Beta(alpha, alpha) per sample
+and folded to lam >= 1/2 so that a sample's own label stays the dominant one (the pairs (a, b, lam) and
+(b, a, 1 - lam) are the same mixture). With class weights w the weight becomes lam * w_a + (1 - lam) * w_b
+and the target (lam * w_a * e_a + (1 - lam) * w_b * e_b) / weight, so weight * CE(target) =
+lam * w_a * CE_a + (1 - lam) * w_b * CE_b: the class-weighted loss of each component, on both sides.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from common.data.augment import AugmentConfig, augment_volume
 from common.errors import ConfigError
 
-ORDER_STREAM, AUGMENT_STREAM = 0, 1
+ORDER_STREAM, AUGMENT_STREAM, MIXUP_STREAM = 0, 1, 2
 
 
 def epoch_order(y: np.ndarray, *, seed: int, epoch: int, balanced: bool = False) -> np.ndarray:
@@ -55,9 +64,10 @@ def read_rows(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
 class Batch:
     step: int
     x: np.ndarray  # (B, D, H, W) float32
-    y: np.ndarray  # (B,) int64 class indices
+    y: np.ndarray  # (B,) int64 class indices: each sample's own (with mixup: its dominant) label
     weight: np.ndarray  # (B,) float32 loss weight per sample; the loss is mean(weight * cross-entropy)
     indices: np.ndarray  # (B,) rows of the split
+    target: np.ndarray  # (B, K) float32 soft targets, rows sum to 1: one-hot unless mixup blended them
 
 
 class EpochBatches:
@@ -65,11 +75,15 @@ class EpochBatches:
 
     def __init__(self, split, *, batch_size: int, seed: int, epoch: int, augment: AugmentConfig | None = None,
                  balanced: bool = False, class_weights: np.ndarray | None = None, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = False):
+                 world_size: int = 1, drop_last: bool = False, num_classes: int | None = None, mixup: float = 0.0):
         if batch_size % world_size:
             raise ConfigError(f"--batch-size {batch_size}: must be a multiple of the {world_size} processes")
+        if mixup < 0:
+            raise ConfigError(f"--mixup {mixup}: must be >= 0")
         self.split, self.seed, self.epoch, self.augment = split, seed, epoch, augment
-        self.class_weights, self.rank, self.world_size = class_weights, rank, world_size
+        self.class_weights, self.rank, self.world_size, self.mixup = class_weights, rank, world_size, mixup
+        known = len(class_weights) if class_weights is not None else int(np.max(split.y, initial=0)) + 1
+        self.num_classes = num_classes if num_classes is not None else known
         order = epoch_order(split.y, seed=seed, epoch=epoch, balanced=balanced)
         if world_size > 1:  # every rank needs the same number of rows in every step
             order = np.resize(order, -(-len(order) // batch_size) * batch_size)
@@ -83,16 +97,37 @@ class EpochBatches:
         if not 0 <= step < len(self.slices):
             raise IndexError(step)
         global_rows = np.arange(len(self.order))[self.slices[step]]
-        mine = global_rows[self.rank::self.world_size]
-        indices = self.order[mine]
-        x = read_rows(self.split.x, indices)
+        positions = global_rows[self.rank::self.world_size] - global_rows[0]  # this rank's rows of the global batch
+        indices = self.order[global_rows[positions]]
+        x = self._volumes(global_rows, positions, step)
+        y = self.split.y[indices]
+        weight = self._class_weight(y)
+        target = np.eye(self.num_classes, dtype=np.float32)[y]
+        if self.mixup:
+            rng = np.random.default_rng([self.seed, self.epoch, MIXUP_STREAM, step])
+            partner = rng.permutation(len(global_rows))[positions]  # positions in the global batch
+            lam = rng.beta(self.mixup, self.mixup, size=len(global_rows))[positions]
+            lam = np.maximum(lam, 1 - lam).astype(np.float32)
+            x_b = self._volumes(global_rows, partner, step)
+            y_b = self.split.y[self.order[global_rows[partner]]]
+            x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x_b
+            w_a, w_b = lam * weight, (1 - lam) * self._class_weight(y_b)
+            weight = w_a + w_b
+            target = (w_a[:, None] * target + w_b[:, None] * np.eye(self.num_classes, dtype=np.float32)[y_b]
+                      ) / weight[:, None]
+        return Batch(step, x.astype(np.float32), y, weight.astype(np.float32), indices, target.astype(np.float32))
+
+    def _volumes(self, global_rows: np.ndarray, positions: np.ndarray, step: int) -> np.ndarray:
+        """(len(positions), D, H, W): the (augmented) volumes at these positions of the global batch."""
+        x = read_rows(self.split.x, self.order[global_rows[positions]])
         if self.augment is not None:
-            for b, position in enumerate(mine - global_rows[0]):  # a generator per sample of the global batch
+            for b, position in enumerate(positions):  # a generator per sample of the global batch
                 rng = np.random.default_rng([self.seed, self.epoch, AUGMENT_STREAM, step, int(position)])
                 x[b] = augment_volume(x[b], self.augment, rng)
-        y = self.split.y[indices]
-        weight = (np.ones(len(y)) if self.class_weights is None else self.class_weights[y]).astype(np.float32)
-        return Batch(step, x, y, weight, indices)
+        return x
+
+    def _class_weight(self, y: np.ndarray) -> np.ndarray:
+        return (np.ones(len(y)) if self.class_weights is None else self.class_weights[y]).astype(np.float32)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))

@@ -117,6 +117,9 @@ class TrainConfig:
     balanced_sampler: bool = field(default=False, metadata=option("draw class-balanced batches with replacement"))
     label_smoothing: float = field(default=0.0, metadata=option(
         "label smoothing epsilon: targets (1 - e) one-hot + e / K (Szegedy et al. 2016); 0: off"))
+    mixup: float = field(default=0.0, metadata=option(
+        "mixup alpha: blend each training volume and its target with a partner from the batch, "
+        "lam ~ Beta(alpha, alpha) (Zhang et al. 2018; e.g. 0.2); 0: off"))
     ema_decay: float = field(default=0.0, metadata=option(
         "exponential moving average of the weights, used for validation, selection and the saved model "
         "(e.g. 0.999; 0: off)"))
@@ -140,7 +143,7 @@ class TrainConfig:
             raise ConfigError(f"--ema-decay {self.ema_decay}: must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
-        for name in ("weight_decay", "warmup_epochs", "patience", "grad_clip"):
+        for name in ("weight_decay", "warmup_epochs", "patience", "grad_clip", "mixup"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 0")
         self.augmentation()

@@ -286,7 +286,8 @@ class _Loop:
             batches = EpochBatches(self.train_split, batch_size=training.batch_size, seed=training.seed, epoch=epoch,
                                    augment=training.augmentation(), balanced=training.balanced_sampler,
                                    class_weights=self.class_weights, rank=self.processes.rank,
-                                   world_size=self.processes.world_size, drop_last=self.drop_last)
+                                   world_size=self.processes.world_size, drop_last=self.drop_last,
+                                   num_classes=len(self.dataset.classes), mixup=training.mixup)
             bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
                        disable=self.runtime.quiet or not main)
             started = time.perf_counter()
