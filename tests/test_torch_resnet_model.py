@@ -106,3 +106,24 @@ def test_invalid_configs_fail_at_construction(kwargs, message):
 def test_options_are_keyword_only():
     with pytest.raises(TypeError):
         ResNetConfig((32, 32, 32))  # type: ignore[misc]
+
+
+def test_mean_pooling_shares_the_head_over_positions_and_the_seed_keeps_flatten():
+    """pooling="mean" (global average pooling, not the seed's): F = filters, and the logits do not change
+    when the feature grid is permuted, whereas the seed's flatten head gives every position its own weights."""
+    assert PRESETS["seed"].pooling == "flatten"
+    torch.manual_seed(0)
+    seed_form = ResNetConfig(input_shape=(32, 32, 32), filters=4, hidden_units=8)  # a 2^3 grid after pooling
+    config = ResNetConfig(input_shape=(32, 32, 32), filters=4, hidden_units=8, pooling="mean")
+    assert config.flatten_features == 4 and seed_form.flatten_features == 4 * 8
+    model = build_resnet(config).eval()
+    assert isinstance(model.pool, nn.AdaptiveAvgPool3d)
+    grid = torch.randn(2, config.filters, *[n + 1 for n in config.pooled_shape])
+    flipped = torch.flip(grid, dims=(2, 3, 4))
+    assert torch.allclose(model.head(model.pool(grid)), model.head(model.pool(flipped)), atol=1e-6)
+    seed_like = build_resnet(seed_form).eval()
+    grid = torch.randn(2, config.filters, *[2 * n for n in seed_like.config.pooled_shape])
+    assert not torch.allclose(seed_like.head(seed_like.pool(grid)),
+                              seed_like.head(seed_like.pool(torch.flip(grid, dims=(2, 3, 4)))), atol=1e-4)
+    with pytest.raises(Exception, match="pooling 'max'"):
+        preset("tiny", pooling="max")

@@ -19,15 +19,13 @@ from common.runs.typed import add_arguments, from_namespace
 from torch_resnet.config import PRESETS
 from torch_resnet.options import TorchOptions
 
-DEFAULT_TRAINING = TrainConfig()  # the shared defaults: 15 epochs, batch 8, AdamW 1e-3, cosine
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m torch_resnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="train, select on val, predict val/test, write the run directory")
     add_data_arguments(train)
-    add_training_arguments(train, presets=PRESETS, default_preset="small", defaults=DEFAULT_TRAINING)
+    add_training_arguments(train, presets=PRESETS, default_preset="small", defaults=TrainConfig())
     add_arguments(train, TorchOptions(), title="pytorch")
     predict = sub.add_parser("predict", help="class probabilities for new NIfTI files from a trained run")
     add_predict_arguments(predict)

@@ -3,6 +3,7 @@
     stem:      Conv3d(C, 32, 3, 1, 1) -> MaxPool3d(2, 1, 1) -> BatchNorm3d -> ReLU     # (B, 32, D+1, H+1, W+1)
     layer2-11: two ResBlocks each; layers 4, 7, 10 start with a Downsample block       # halves D, H, W thrice
     pool:      AvgPool3d(2)                                                             # (B, 32, d, h, w)
+               (pooling="mean", not the seed: global average pooling                   # (B, 32, 1, 1, 1))
     head:      Flatten -> Linear(F, 256) -> ReLU -> Linear(256, 256) -> ReLU -> Linear(256, N)   # logits
 """
 
@@ -66,7 +67,7 @@ class ResNet3D(nn.Module):
                                        ResBlock(f, f, downsample=False))
             for n in range(2, 12)
         })
-        self.pool = nn.AvgPool3d(kernel_size=2)
+        self.pool = nn.AvgPool3d(kernel_size=2) if config.pooling == "flatten" else nn.AdaptiveAvgPool3d(1)
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(config.flatten_features, config.hidden_units),

@@ -4,7 +4,7 @@
 # configuration's test predictions are written once by its run and read by the report at the end.
 #
 #   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | seeds-vit CONFIG | seeds-resnet CONFIG
-#                                          | ablation | report
+#                                          | seeds-one CONFIG SEED | ablation | report
 # A finished run (its metrics.json exists) is not run again.
 set -euo pipefail -f  # -f: no globbing of the [..] in --model values
 DATA=../shared/data/medmnist/adrenalmnist3d.npz
@@ -19,6 +19,9 @@ declare -A CONFIG=(
   [vit-recipe]="--preset small_recipe --lr 5e-4 ${RECIPE[*]}"
   [resnet-small]="--preset small --lr 1e-3"
   [resnet-recipe]="--preset small --lr 1e-3 ${RECIPE[*]}"
+  # The transformer's selected training recipe (label smoothing, weight decay 0.05 with exclusions, no
+  # rotation/scaling) on the ResNet: the two then differ in architecture only.
+  [resnet-recipe-no-rotate-scale]="--preset small --lr 1e-3 --label-smoothing 0.1 --weight-decay 0.05 --weight-decay-exclusions"
   # Ablation of the transformer recipe: the full recipe minus one element each (seed 0).
   [vit-recipe-no-layerscale]="--preset small_recipe --lr 5e-4 ${RECIPE[*]} --model layer_scale=0"
   [vit-recipe-no-droppath]="--preset small_recipe --lr 5e-4 ${RECIPE[*]} --model drop_path=0"
@@ -41,6 +44,7 @@ case ${1:-} in
   tune-vit) train vit-small 0; train vit-recipe 0 ;;
   tune-resnet) train resnet-small 0; train resnet-recipe 0 ;;
   seeds-vit|seeds-resnet) for seed in 0 1 2; do train "$2" "$seed"; done ;;
+  seeds-one) train "$2" "$3" ;;  # one seed of a configuration
   ablation) for name in vit-recipe vit-recipe-no-layerscale vit-recipe-no-droppath vit-recipe-patchify-stem \
                         vit-recipe-no-wd-exclusions vit-recipe-no-rotate-scale vit-recipe-no-label-smoothing; do
               train "$name" 0; done ;;
@@ -50,5 +54,6 @@ case ${1:-} in
       --title "AdrenalMNIST3D 28^3 (official split), seed 0 of $2 and $3"
     .venv/bin/python -m common.evaluation.summary "$ROOT/$2"-s{0,1,2} "$ROOT/$3"-s{0,1,2} \
       --out results/adrenalmnist3d/summary.json ;;
-  *) echo "usage: $0 tune-vit|tune-resnet|seeds-vit CONFIG|seeds-resnet CONFIG|ablation|report A B" >&2; exit 2 ;;
+  *) echo "usage: $0 tune-vit|tune-resnet|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B" >&2
+     exit 2 ;;
 esac
