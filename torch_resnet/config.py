@@ -72,10 +72,7 @@ class ResNetConfig:
 
 PRESETS: dict[str, ResNetConfig] = {
     "seed": ResNetConfig(),  # exactly the seed: 32 filters, 192^3, N from the data
-    # CPU preset: the seed's blocks with 8 filters, and global mean pooling before the MLP head (issue 11: with
-    # the seed's flatten head the demo's lesions "clicked" only after 25-29 epochs on hard splits, with mean
-    # pooling after 3, as the transformer's mean token pooling does).
-    "small": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64, pooling="mean"),
+    "small": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64),  # CPU demo and real-data CPU runs
     "tiny": ResNetConfig(input_shape=(16, 16, 16), filters=4, hidden_units=16),  # unit tests
 }
 

@@ -48,12 +48,13 @@ case ${1:-} in
   ablation) for name in vit-recipe vit-recipe-no-layerscale vit-recipe-no-droppath vit-recipe-patchify-stem \
                         vit-recipe-no-wd-exclusions vit-recipe-no-rotate-scale vit-recipe-no-label-smoothing; do
               train "$name" 0; done ;;
-  report)  # report A B: the paired report of two configurations' seed-0 runs; summary.json of all their seeds
+  report)  # report A B [C ...]: the paired report of A's and B's seed-0 runs; summary.json of every seed of all
     .venv/bin/python results/adrenalmnist3d/tables.py "$ROOT" > results/adrenalmnist3d/tables.md
     .venv/bin/python -m common report "$ROOT/$2-s0" "$ROOT/$3-s0" --out-root results --name adrenalmnist3d \
       --title "AdrenalMNIST3D 28^3 (official split), seed 0 of $2 and $3"
-    .venv/bin/python -m common.evaluation.summary "$ROOT/$2"-s{0,1,2} "$ROOT/$3"-s{0,1,2} \
-      --out results/adrenalmnist3d/summary.json ;;
-  *) echo "usage: $0 tune-vit|tune-resnet|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B" >&2
+    runs=()
+    for config in "${@:2}"; do runs+=("$ROOT/$config"-s{0,1,2}); done
+    .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out results/adrenalmnist3d/summary.json ;;
+  *) echo "usage: $0 tune-vit|tune-resnet|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B [C ...]" >&2
      exit 2 ;;
 esac
