@@ -53,7 +53,9 @@ case ${1:-} in
     .venv/bin/python -m common report "$ROOT/$2-s0" "$ROOT/$3-s0" --out-root results --name adrenalmnist3d \
       --title "AdrenalMNIST3D 28^3 (official split), seed 0 of $2 and $3"
     runs=()
-    for config in "${@:2}"; do runs+=("$ROOT/$config"-s{0,1,2}); done
+    for config in "${@:2}"; do
+      for seed in 0 1 2; do [[ -f $ROOT/$config-s$seed/metrics.json ]] && runs+=("$ROOT/$config-s$seed"); done
+    done
     .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out results/adrenalmnist3d/summary.json ;;
   *) echo "usage: $0 tune-vit|tune-resnet|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B [C ...]" >&2
      exit 2 ;;
