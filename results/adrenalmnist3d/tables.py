@@ -23,7 +23,8 @@ def main(root: Path) -> None:
               "|---|---|---|---|---|---|---|---|"]
     runs = sorted(p for p in root.iterdir() if (p / "metrics.json").is_file())
     for title, keep in (("Tuning (seed 0; chosen on val AUC)", lambda n: n.rsplit("-s", 1)[0] in
-                         ("vit-small", "vit-recipe", "resnet-small", "resnet-recipe") and n.endswith("-s0")),
+                         ("vit-small", "vit-recipe") and n.endswith("-s0")),
+                        ("ResNet (seed 0)", lambda n: n.startswith("resnet-") and n.endswith("-s0")),
                         ("Ablation of the transformer recipe (seed 0)", lambda n: n.startswith("vit-recipe") and
                          n.endswith("-s0"))):
         print(f"## {title}\n")
