@@ -86,6 +86,7 @@ def test_mixup_blends_each_volume_with_a_partner_of_its_global_batch():
     for step in range(len(batches)):
         batch = batches[step]
         assert np.allclose(batch.target.sum(1), 1.0) and (batch.weight == 1).all()
+        assert batch.x.dtype == batch.target.dtype == batch.weight.dtype == np.float32
         partners = []
         for x, own, target in zip(batch.x, batch.indices, batch.target):
             lam = target[own]

@@ -20,7 +20,7 @@ class ResNetConfig:
     hidden_units: int = 256  # the seed's MLP: F -> 256 -> 256 -> N
     # "flatten": the seed's head, AvgPool3d(2) then Flatten, so the MLP has weights per position (F above).
     # "mean": global average pooling over the grid (torchvision's ResNets): F = filters and one set of
-    # weights for every position, which is what finding a small lesion anywhere in a volume needs.
+    # weights for every position. Not the default of any preset (README "Models": measured on the demo).
     pooling: str = "flatten"
 
     def __post_init__(self):

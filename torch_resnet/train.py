@@ -230,7 +230,6 @@ class TorchAdapter:
                 if step + 1 < len(batches):
                     pending = prefetch.submit(batches.__getitem__, step + 1)
                 x = to_model_input(batch.x, self.device, self.channels_last)
-                y = torch.from_numpy(batch.y).to(self.device)
                 target = torch.from_numpy(batch.target).to(self.device)
                 weight = torch.from_numpy(batch.weight).to(self.device)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -249,8 +248,8 @@ class TorchAdapter:
                 # Accuracy against the target's top class, as Keras' CategoricalAccuracy counts it (with mixup
                 # and class weights that can be the partner's class).
                 hits = (logits.argmax(1) == target.argmax(1)).sum().item()
-                totals += torch.tensor([loss_value * len(y), hits, len(y)],
-                                       dtype=torch.float64)
+                n = len(batch.y)
+                totals += torch.tensor([loss_value * n, hits, n], dtype=torch.float64)
                 on_step(loss_value)
         totals = sum_across_ranks(self.ctx, totals)
         return EpochStats(float(totals[0] / totals[2]), float(totals[1] / totals[2]), int(totals[2]), data_wait)

@@ -102,8 +102,9 @@ class EpochBatches:
         x = self._volumes(global_rows, positions, step)
         y = self.split.y[indices]
         weight = self._class_weight(y)
-        target = np.eye(self.num_classes, dtype=np.float32)[y]
-        if self.mixup:
+        one_hot = np.eye(self.num_classes, dtype=np.float32)
+        target = one_hot[y]
+        if self.mixup:  # everything stays float32: lam, the volumes, the weights and the targets are
             rng = np.random.default_rng([self.seed, self.epoch, MIXUP_STREAM, step])
             partner = rng.permutation(len(global_rows))[positions]  # positions in the global batch
             lam = rng.beta(self.mixup, self.mixup, size=len(global_rows))[positions]
@@ -113,9 +114,8 @@ class EpochBatches:
             x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x_b
             w_a, w_b = lam * weight, (1 - lam) * self._class_weight(y_b)
             weight = w_a + w_b
-            target = (w_a[:, None] * target + w_b[:, None] * np.eye(self.num_classes, dtype=np.float32)[y_b]
-                      ) / weight[:, None]
-        return Batch(step, x.astype(np.float32), y, weight.astype(np.float32), indices, target.astype(np.float32))
+            target = (w_a[:, None] * target + w_b[:, None] * one_hot[y_b]) / weight[:, None]
+        return Batch(step, x, y, weight, indices, target)
 
     def _volumes(self, global_rows: np.ndarray, positions: np.ndarray, step: int) -> np.ndarray:
         """(len(positions), D, H, W): the (augmented) volumes at these positions of the global batch."""

@@ -95,8 +95,9 @@ class TrainConfig:
     """Everything the weights depend on besides the data and the model config (run identity)."""
 
     # One budget for both models, so that they differ in architecture only (issue 11). 40: the ResNet's
-    # demo learning "clicks" after 7-15 epochs and a 15-epoch cosine had sometimes decayed the rate
-    # before it did (1 run in 6); attention learns slower than convolution from ~100 volumes.
+    # demo learning "clicked" after 3 to 29 epochs in the runs of issue 11, and a 15-epoch cosine had
+    # sometimes decayed the rate before it did (1 run in 6); attention learns slower than convolution
+    # from ~100 volumes.
     epochs: int = field(default=40, metadata=option("training epochs (a finished run may be resumed with more)"))
     batch_size: int = field(default=8, metadata=option("global batch size (split across DDP ranks / replicas)"))
     optimizer: str = field(default="adamw", metadata=option(
