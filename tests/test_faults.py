@@ -170,7 +170,7 @@ def test_report_refuses_runs_on_other_data(tmp_path):
 
     a = _run(tmp_path / "a", model="tf_transformer")
     b = _run(tmp_path / "b", data_hash="e" * 20)
-    with pytest.raises(DataError, match="different data: data hash"):
+    with pytest.raises(DataError, match=r"different data: data \(content hash\)"):
         build_report([a, b], tmp_path / "out", n_resamples=10)
     c = _run(tmp_path / "c", y_flip=True)
     with pytest.raises(DataError, match=r"disagree on the true class of 3 test sample\(s\), e.g. \['t0', 't1', 't2'\]"):

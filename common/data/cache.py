@@ -3,7 +3,8 @@
 Layout: <cache_root>/volumes/<key>/{volumes.npy, index.csv, meta.json}. The key hashes every
 source file's path, size and mtime, every label and subject, the class list and the preprocessing
 config: a changed input or setting gives a new key (a rebuild), an unchanged one reuses the cache
-without opening any NIfTI file. A cache is built in a temporary folder and renamed into place, so
+without opening any NIfTI file. Whether two caches hold the same data is decided by their content
+hash instead (common.data.identity), which survives a copy of the dataset. A cache is built in a temporary folder and renamed into place, so
 a crash leaves nothing half-written and two processes building the same key both end with one
 complete copy.
 """
@@ -24,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.atomic import current_umask
+from common.data.identity import CONTENT_HASH_KEY, compute_content_hash
 from common.data.preprocess import PreprocessConfig, RegistrationFailed, preprocess_array, preprocess_file_qc
 from common.data.qc import write_qc_page
 from common.data.sources import Source
@@ -140,6 +142,7 @@ def _write_cache(folder: Path, source: Source, config: PreprocessConfig, workers
     meta = {"format": CACHE_FORMAT, "source": source.kind, "location": source.location,
             "label_column": source.label_column, "classes": source.classes, "preprocess": config.to_dict(), "n": n,
             "dropped": invalid}
+    meta[CONTENT_HASH_KEY] = compute_content_hash(folder, meta)
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 

@@ -27,6 +27,7 @@ from common.data.cache import (
     open_volumes,
 )
 from common.data.demo import demo_source
+from common.data.identity import content_hash
 from common.data.preprocess import PreprocessConfig
 from common.data.sources import SPLIT_NAMES, Source, read_folder, read_manifest, read_medmnist
 from common.data.splits import SplitConfig, make_splits, read_splits, write_splits
@@ -67,6 +68,11 @@ class PreparedDataset:
     @property
     def data_hash(self) -> str:
         return self.folder.name
+
+    @cached_property
+    def content_hash(self) -> str:
+        """What is in the cache, wherever its files came from (common.data.identity)."""
+        return content_hash(self.folder)
 
     @property
     def split_hash(self) -> str:

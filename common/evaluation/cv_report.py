@@ -31,7 +31,7 @@ from common.evaluation.report import (
     write_figures,
 )
 from common.runs.cv import MODEL_COMMANDS, read_plan
-from common.runs.record import read_record
+from common.runs.record import data_identity, read_record
 from common.runs.rundir import Predictions, read_predictions
 
 MODEL_TITLES = {"resnet": "ResNet", "transformer": "Transformer"}
@@ -115,9 +115,9 @@ def build_cv_report(root: Path, out_dir: Path, *, title: str = "Cross-validation
     root = Path(root)
     plan = read_plan(root)
     models = [CVModel(root, plan, m) for m in plan.models]
-    hashes = {r.data.data_hash for m in models for r, _ in m.runs.values()}
+    hashes = {data_identity(r.data) for m in models for r, _ in m.runs.values()}
     if len(hashes) != 1:
-        raise DataError(f"{root}: runs on different data (data hashes {sorted(hashes)})")
+        raise DataError(f"{root}: runs on different data (content hashes {sorted(hashes)})")
     pooled_runs = [m.as_run(root) for m in models]
     pooled_metrics = {r.label: {"test": compute_metrics(r.predictions, n_resamples=n_resamples)} for r in pooled_runs}
     out_dir = Path(out_dir)

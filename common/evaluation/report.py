@@ -20,7 +20,7 @@ from common.data.sources import is_medmnist_file
 from common.errors import DataError
 from common.evaluation.metrics import compute_metrics, learning_failure
 from common.evaluation.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
-from common.runs.record import RunRecord, is_run_dir, read_record
+from common.runs.record import RunRecord, data_identity, is_run_dir, read_record
 from common.runs.rundir import Predictions, read_history, read_predictions
 
 MODEL_LABELS = {"tf_transformer": "Transformer", "torch_resnet": "ResNet"}
@@ -85,7 +85,7 @@ def check_same_test_set(runs: list[Run]) -> None:
     first = runs[0]
     for run in runs[1:]:
         differ = [f"{name}: {a} ({first.path}) vs {b} ({run.path})" for name, a, b in (
-            ("data hash", first.record.data.data_hash, run.record.data.data_hash),
+            ("data (content hash)", data_identity(first.record.data), data_identity(run.record.data)),
             ("split hash", first.record.data.split_hash, run.record.data.split_hash),
             ("classes", list(first.record.data.classes), list(run.record.data.classes))) if a != b]
         if differ:
@@ -137,8 +137,8 @@ def data_section(runs: list[Run]) -> str:
     lines = ["## Data", ""]
     lines.append(f"- source: {data.source} `{data.location}`; label column `{data.label_column}`; classes "
                  f"{', '.join(data.classes)}")
-    lines.append(f"- target shape {pre.shape}, resize `{pre.resize}`, normalisation `{pre.normalize}`; data hash "
-                 f"`{data.data_hash}`, split hash `{data.split_hash}` ({data.split_method})")
+    lines.append(f"- target shape {pre.shape}, resize `{pre.resize}`, normalisation `{pre.normalize}`; data "
+                 f"(content hash) `{data_identity(data)}`, split hash `{data.split_hash}` ({data.split_method})")
     hashes = {r.record.data.split_hash for r in runs}
     same = "all runs used the same split" if len(hashes) == 1 else f"split hashes differ: {sorted(hashes)}"
     lines.append(f"- test set check: every run predicted the same {len(runs[0].split('test'))} test samples; {same}")

@@ -25,7 +25,7 @@ from common.atomic import atomic_write_text
 from common.errors import DataError
 from common.evaluation.metrics import compute_metrics
 from common.evaluation.report import MODEL_LABELS
-from common.runs.record import read_record
+from common.runs.record import data_identity, read_record
 from common.runs.rundir import read_predictions
 from common.runs.typed import to_jsonable
 
@@ -83,8 +83,9 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
             if record.outcome is None:
                 raise DataError(f"{path}: unfinished run")
             dataset = dataset or record.data
-            if record.data.data_hash != dataset.data_hash:
-                raise DataError(f"{path}: other data than {paths[0]}")
+            if data_identity(record.data) != data_identity(dataset):
+                raise DataError(f"{path}: other data than {paths[0]} (content hash {data_identity(record.data)} vs "
+                                f"{data_identity(dataset)})")
             training = {k: v for k, v in to_jsonable(record.training).items() if k != "seed"}
             configuration = {"model_config": record.model_config, "training": training}
             key = hashlib.sha256(json.dumps([record.model, record.preset, configuration], sort_keys=True,
@@ -102,7 +103,7 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
     return {"schema": SCHEMA, "protocol": protocol,
             "dataset": {"source": dataset.source, "location": dataset.location, "name": dataset.name,
                         "classes": list(dataset.classes), "shape": list(dataset.preprocess.shape),
-                        "data_hash": dataset.data_hash},
+                        "data_hash": dataset.data_hash, "content_hash": data_identity(dataset)},
             "models": models}
 
 

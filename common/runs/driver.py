@@ -190,7 +190,7 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
                 precision = decide_precision(training.precision, hardware, probe=probe)
             if stored is not None:
                 requested = RunIdentity(model, preset, model_config, data, training, precision)
-                differences = identity_differences(stored.identity(), requested)
+                differences = identity_differences(stored.identity(), requested, cache_root=dataset.folder.parent.parent)
                 if differences:
                     raise ConfigError(f"--run-dir {run_dir}: cannot resume, the run was made with other settings "
                                       f"(stored -> requested): {'; '.join(differences)}. Use a new --run-dir")

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common.atomic import atomic_write_text
+from common.data.cache import default_cache_root
+from common.data.identity import content_hash
 from common.data.preprocess import PreprocessConfig
 from common.data.splits import SplitConfig
 from common.errors import ConfigError, DataError
@@ -36,12 +38,26 @@ class DataRecord:
     preprocess: PreprocessConfig
     split: SplitConfig
     split_method: str
-    data_hash: str
+    data_hash: str  # the cache key: finds the cache folder (common.data.cache)
     split_hash: str
     class_counts: dict = field(default_factory=dict)  # split -> class -> count
     dropped: dict = field(default_factory=dict)  # sample id -> why --drop-invalid left it out
     name: str | None = None  # --dataset-name
     licence: str | None = None  # --dataset-licence
+    # what "the same data" compares (common.data.identity); None in runs recorded before it existed
+    content_hash: str | None = None
+
+
+def data_identity(data: DataRecord, cache_root: Path | None = None) -> str:
+    """The one test of "same data" (reports, summaries, resume): the recorded content hash; for a run
+    recorded before content hashes, that of its cache folder if the cache is still here (the folder its
+    key names holds what the run read), else its cache key, which then matches only itself."""
+    if data.content_hash:
+        return data.content_hash
+    folder = Path(cache_root or default_cache_root()) / "volumes" / data.data_hash
+    if (folder / "meta.json").is_file():
+        return content_hash(folder)
+    return f"cache key {data.data_hash}"
 
 
 @dataclass(frozen=True)
@@ -101,17 +117,18 @@ class RunIdentity:
     training: TrainConfig
     precision: PrecisionDecision
 
-    def fields(self) -> dict:
+    def fields(self, cache_root: Path | None = None) -> dict:
         training = to_jsonable(self.training)
         return {"model": self.model, "preset": self.preset, "model_config": self.model_config,
-                "data_hash": self.data.data_hash, "split_hash": self.data.split_hash,
+                "data": data_identity(self.data, cache_root), "split_hash": self.data.split_hash,
                 "classes": list(self.data.classes), "precision": self.precision.resolved,
                 **{f"training.{k}": v for k, v in training.items() if k not in RESUMABLE_TRAINING_FIELDS}}
 
 
-def identity_differences(stored: RunIdentity, new: RunIdentity) -> list[str]:
-    """'field: old -> new' for each difference that forbids resuming `stored` as `new`."""
-    old_id, new_id = stored.fields(), new.fields()
+def identity_differences(stored: RunIdentity, new: RunIdentity, cache_root: Path | None = None) -> list[str]:
+    """'field: old -> new' for each difference that forbids resuming `stored` as `new` (`cache_root`: where
+    the caches are, for a stored run recorded before content hashes)."""
+    old_id, new_id = stored.fields(cache_root), new.fields(cache_root)
     out = []
     for key in old_id:
         if key == "model_config":
@@ -132,7 +149,7 @@ def data_record(dataset) -> DataRecord:
                       classes=tuple(dataset.classes), preprocess=dataset.preprocess, split=dataset.split_config,
                       split_method=dataset.splits["method"], data_hash=dataset.data_hash,
                       split_hash=dataset.split_hash, class_counts=dataset.class_counts(), dropped=dict(dataset.dropped),
-                      name=dataset.name, licence=dataset.licence)
+                      name=dataset.name, licence=dataset.licence, content_hash=dataset.content_hash)
 
 
 def machine_description() -> str:

@@ -3,13 +3,15 @@
 # Run from the repository root with ../shared/data beside it. Everything is selected on val only; each
 # configuration's test predictions are written once by its run and read by the report at the end.
 #
-#   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | seeds-vit CONFIG | seeds-resnet CONFIG
+#   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | tune-resnet-stream K N | seeds-vit CONFIG | seeds-resnet CONFIG
 #                                          | seeds-one CONFIG SEED | ablation | report
 # A finished run (its metrics.json exists) is not run again.
 set -euo pipefail -f  # -f: no globbing of the [..] in --model values
 DATA=../shared/data/medmnist/adrenalmnist3d.npz
 ROOT=runs/adrenal
 COMMON=(--data "$DATA" --shape 28 28 28 --batch-size 32 --epochs 40 --quiet)
+# THREADS=1 runs two configurations side by side on a 2-core machine (tune-resnet-stream); unset: the probe's.
+[[ -n ${THREADS:-} ]] && COMMON+=(--threads "$THREADS")
 # The small-data recipe's training options (issue 11), the same for both models.
 RECIPE=(--label-smoothing 0.1 --rotate-degrees 10 --scale-jitter 0.1 --weight-decay 0.05 --weight-decay-exclusions)
 
@@ -19,6 +21,14 @@ declare -A CONFIG=(
   [vit-recipe]="--preset small_recipe --lr 5e-4 ${RECIPE[*]}"
   [resnet-small]="--preset small --lr 1e-3"
   [resnet-recipe]="--preset small --lr 1e-3 ${RECIPE[*]}"
+  # The ResNet's own tuning (issue 11, equal budget: eight seed-0 configurations per model, as the
+  # transformer's): the recipe minus each training element, its head with global mean pooling, two
+  # other learning rates (5e-4 is the transformer's).
+  [resnet-recipe-no-wd-exclusions]="--preset small --lr 1e-3 --label-smoothing 0.1 --rotate-degrees 10 --scale-jitter 0.1 --weight-decay 0.05"
+  [resnet-recipe-no-label-smoothing]="--preset small --lr 1e-3 --rotate-degrees 10 --scale-jitter 0.1 --weight-decay 0.05 --weight-decay-exclusions"
+  [resnet-recipe-mean-pooling]="--preset small --lr 1e-3 ${RECIPE[*]} --model pooling=mean"
+  [resnet-recipe-lr5e-4]="--preset small --lr 5e-4 ${RECIPE[*]}"
+  [resnet-recipe-lr2e-3]="--preset small --lr 2e-3 ${RECIPE[*]}"
   # The transformer's selected training recipe (label smoothing, weight decay 0.05 with exclusions, no
   # rotation/scaling) on the ResNet: the two then differ in architecture only.
   [resnet-recipe-no-rotate-scale]="--preset small --lr 1e-3 --label-smoothing 0.1 --weight-decay 0.05 --weight-decay-exclusions"
@@ -31,6 +41,10 @@ declare -A CONFIG=(
   [vit-recipe-no-label-smoothing]="--preset small_recipe --lr 5e-4 --rotate-degrees 10 --scale-jitter 0.1 --weight-decay 0.05 --weight-decay-exclusions"
 )
 
+# The ResNet's eight tuning configurations, in the order they were run.
+RESNET_TUNING=(resnet-small resnet-recipe resnet-recipe-no-label-smoothing resnet-recipe-no-wd-exclusions
+               resnet-recipe-mean-pooling resnet-recipe-lr5e-4 resnet-recipe-lr2e-3 resnet-recipe-no-rotate-scale)
+
 train() {  # train NAME SEED
   local name=$1 seed=$2 package=tf_transformer
   [[ $name == resnet-* ]] && package=torch_resnet
@@ -42,7 +56,9 @@ train() {  # train NAME SEED
 
 case ${1:-} in
   tune-vit) train vit-small 0; train vit-recipe 0 ;;
-  tune-resnet) train resnet-small 0; train resnet-recipe 0 ;;
+  tune-resnet) for name in "${RESNET_TUNING[@]}"; do train "$name" 0; done ;;
+  tune-resnet-stream)  # tune-resnet-stream K N: the K-th of N interleaved shares of tune-resnet (parallel workers)
+    for i in "${!RESNET_TUNING[@]}"; do (( i % $3 == $2 )) && train "${RESNET_TUNING[$i]}" 0; done; true ;;
   seeds-vit|seeds-resnet) for seed in 0 1 2; do train "$2" "$seed"; done ;;
   seeds-one) train "$2" "$3" ;;  # one seed of a configuration
   ablation) for name in vit-recipe vit-recipe-no-layerscale vit-recipe-no-droppath vit-recipe-patchify-stem \

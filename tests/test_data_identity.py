@@ -1,0 +1,125 @@
+""""Same data" is decided by content: a re-copied dataset keeps comparing and resuming; other data never does."""
+
+import json
+import os
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import fake_record, write_nifti
+from test_run_identity import one_error_line, resnet_args
+
+from common.data.dataset import prepare_dataset
+from common.data.identity import CONTENT_HASH_KEY, compute_content_hash, content_hash
+from common.data.preprocess import PreprocessConfig
+from common.errors import DataError
+from common.runs.record import data_identity, read_record
+from torch_resnet.cli import main as resnet_main
+
+TINY = PreprocessConfig(shape=(8, 8, 8))
+
+
+def toy_npz(path, flip_label=False, flip_voxel=False):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 10), ("val", 4), ("test", 6)):
+        arrays[f"{split}_images"] = (rng.random((n, 8, 8, 8)) > 0.5).astype(np.uint8) * 255
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1).astype(np.uint8)
+    if flip_label:
+        arrays["test_labels"][0] = 1 - arrays["test_labels"][0]
+    if flip_voxel:
+        arrays["train_images"][3, 4, 4, 4] = 255 - arrays["train_images"][3, 4, 4, 4]
+    np.savez(path, **arrays)
+    return path
+
+
+def prepare(path, cache_root):
+    return prepare_dataset(path, cache_root=cache_root, progress=False,
+                           preprocess=PreprocessConfig(shape=(8, 8, 8), normalize="minmax"))
+
+
+def test_a_copy_gets_a_new_cache_key_and_the_same_content_hash(tmp_path, cache_root):
+    original = prepare(toy_npz(tmp_path / "toy.npz"), cache_root)
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / "toy.npz"
+    shutil.copyfile(tmp_path / "toy.npz", copy)
+    os.utime(copy, ns=(10**18, 10**18))
+    copied = prepare(copy, cache_root)
+    assert copied.data_hash != original.data_hash  # another file: another cache folder
+    assert copied.content_hash == original.content_hash
+    assert json.loads((original.folder / "meta.json").read_text())[CONTENT_HASH_KEY] == original.content_hash
+
+
+@pytest.mark.parametrize("change", ["flip_label", "flip_voxel"])
+def test_other_content_gets_another_content_hash(tmp_path, cache_root, change):
+    original = prepare(toy_npz(tmp_path / "toy.npz"), cache_root)
+    other = prepare(toy_npz(tmp_path / "other.npz", **{change: True}), cache_root)
+    assert other.content_hash != original.content_hash
+
+
+def test_other_preprocessing_gets_another_content_hash(make_manifest, cache_root):
+    manifest = make_manifest()
+    a = prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+    b = prepare_dataset(manifest, label_column="label", preprocess=replace(TINY, dtype="float32"),
+                        cache_root=cache_root, progress=False)
+    assert a.content_hash != b.content_hash
+
+
+def test_a_cache_built_before_content_hashes_gets_the_same_hash_on_first_use(tmp_path, cache_root):
+    dataset = prepare(toy_npz(tmp_path / "toy.npz"), cache_root)
+    meta_path = dataset.folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    expected = meta.pop(CONTENT_HASH_KEY)
+    for later_setting in ("pipeline", "brain_mask"):  # caches of that time did not list these settings yet
+        del meta["preprocess"][later_setting]
+    meta_path.write_text(json.dumps(meta))
+    assert compute_content_hash(dataset.folder, meta) == expected
+    assert content_hash(dataset.folder) == expected
+    assert json.loads(meta_path.read_text())[CONTENT_HASH_KEY] == expected  # stored for the next reader
+
+
+def test_an_old_record_is_identified_by_its_cache_if_present(tmp_path, cache_root):
+    dataset = prepare(toy_npz(tmp_path / "toy.npz"), cache_root)
+    old = fake_record(data_hash=dataset.data_hash).data  # recorded before content hashes: content_hash None
+    assert old.content_hash is None
+    assert data_identity(old, cache_root) == dataset.content_hash
+    assert data_identity(old, tmp_path / "elsewhere") == f"cache key {dataset.data_hash}"  # matches only itself
+    assert data_identity(replace(old, content_hash="c" * 20), tmp_path / "elsewhere") == "c" * 20
+
+
+def test_report_compares_runs_on_a_recopied_dataset_and_refuses_other_content(tmp_path, cache_root, monkeypatch):
+    from test_faults import _run
+
+    from common.evaluation.report import build_report
+    from common.runs.record import write_record
+
+    a = _run(tmp_path / "a", model="tf_transformer")
+    b = _run(tmp_path / "b", data_hash="e" * 20)  # another cache key
+    for run, content in ((a, "c" * 20), (b, "c" * 20)):
+        record = read_record(run)
+        write_record(run, replace(record, data=replace(record.data, content_hash=content)))
+    assert f"content hash) `{'c' * 20}`" in build_report([a, b], tmp_path / "out", n_resamples=10).read_text()
+    record = read_record(b)
+    write_record(b, replace(record, data=replace(record.data, content_hash="f" * 20)))
+    with pytest.raises(DataError, match="different data: data"):
+        build_report([a, b], tmp_path / "out2", n_resamples=10)
+
+
+def test_resume_after_the_dataset_was_copied_anew(make_manifest, cache_root, tmp_path, capsys):
+    """Same bytes, new modification times: a new cache key, the same data — the run resumes; a changed
+    volume is refused by name."""
+    manifest = make_manifest(n_subjects=20)
+    run_dir = tmp_path / "run"
+    assert resnet_main(resnet_args(manifest, cache_root, run_dir)) == 0
+    first = read_record(run_dir).data
+    for nifti in manifest.parent.glob("*.nii.gz"):
+        os.utime(nifti, ns=(10**18, 10**18))
+    assert resnet_main(resnet_args(manifest, cache_root, run_dir, "--epochs", "2")) == 0
+    resumed = read_record(run_dir).data
+    assert resumed.data_hash != first.data_hash and resumed.content_hash == first.content_hash
+    assert read_record(run_dir).outcome.epochs_run == 2
+    write_nifti(manifest.parent / "s00_0.nii.gz", np.random.default_rng(1).normal(size=(12, 12, 12)))
+    capsys.readouterr()
+    assert resnet_main(resnet_args(manifest, cache_root, run_dir, "--epochs", "3")) == 2
+    assert "cannot resume" in (line := one_error_line(capsys)) and "data: " in line
