@@ -4,7 +4,7 @@
 # configuration's test predictions are written once by its run and read by the report at the end.
 #
 #   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | tune-resnet-stream K N | seeds-vit CONFIG | seeds-resnet CONFIG
-#                                          | seeds-one CONFIG SEED | ablation | report
+#                                          | seeds-one CONFIG SEED | ablation | report A B [C ...] | compare A B
 # A finished run (its metrics.json exists) is not run again.
 set -euo pipefail -f  # -f: no globbing of the [..] in --model values
 DATA=../shared/data/medmnist/adrenalmnist3d.npz
@@ -16,7 +16,7 @@ COMMON=(--data "$DATA" --shape 28 28 28 --batch-size 32 --epochs 40 --quiet)
 RECIPE=(--label-smoothing 0.1 --rotate-degrees 10 --scale-jitter 0.1 --weight-decay 0.05 --weight-decay-exclusions)
 
 declare -A CONFIG=(
-  # Equal tuning budget: two configurations per model, seed 0, compared on val.
+  # The starting pair of each model (seed 0): the preset without and with the recipe's training options.
   [vit-small]="--preset small --lr 5e-4"
   [vit-recipe]="--preset small_recipe --lr 5e-4 ${RECIPE[*]}"
   [resnet-small]="--preset small --lr 1e-3"
@@ -73,6 +73,9 @@ case ${1:-} in
       for seed in 0 1 2; do [[ -f $ROOT/$config-s$seed/metrics.json ]] && runs+=("$ROOT/$config-s$seed"); done
     done
     .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out results/adrenalmnist3d/summary.json ;;
-  *) echo "usage: $0 tune-vit|tune-resnet|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B [C ...]" >&2
+  compare)  # compare A B: the paired report of the two models' selected configurations (seed 0) -> models/
+    .venv/bin/python -m common report "$ROOT/$2-s0" "$ROOT/$3-s0" --out-root results/adrenalmnist3d --name models \
+      --title "AdrenalMNIST3D 28^3 (official split): the selected transformer ($2) against the selected ResNet ($3), seed 0" ;;
+  *) echo "usage: $0 tune-vit|tune-resnet|tune-resnet-stream K N|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B [C ...]|compare A B" >&2
      exit 2 ;;
 esac
