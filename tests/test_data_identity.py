@@ -11,7 +11,7 @@ from conftest import fake_record, write_nifti
 from test_run_identity import one_error_line, resnet_args
 
 from common.data.dataset import prepare_dataset
-from common.data.identity import CONTENT_HASH_KEY, compute_content_hash, content_hash
+from common.data.identity import CONTENT_HASH_KEY, compute_content_hash, content_hash, find_cache_with_content
 from common.data.preprocess import PreprocessConfig
 from common.errors import DataError
 from common.runs.record import data_identity, read_record
@@ -123,3 +123,31 @@ def test_resume_after_the_dataset_was_copied_anew(make_manifest, cache_root, tmp
     capsys.readouterr()
     assert resnet_main(resnet_args(manifest, cache_root, run_dir, "--epochs", "3")) == 2
     assert "cannot resume" in (line := one_error_line(capsys)) and "data: " in line
+
+
+def test_explain_finds_the_volumes_of_a_recopied_dataset_by_content(tmp_path, cache_root):
+    """A run's cache is gone (the data was copied anew and the old cache cleaned); a cache with the same
+    content is found and its exact arrays are explained."""
+    from common.explain.inputs import split_inputs
+    from common.runs.rundir import write_predictions
+
+    original = prepare(toy_npz(tmp_path / "toy.npz"), cache_root)
+    (tmp_path / "copy").mkdir()
+    shutil.copyfile(tmp_path / "toy.npz", tmp_path / "copy" / "toy.npz")
+    os.utime(tmp_path / "copy" / "toy.npz", ns=(10**18, 10**18))
+    copied = prepare(tmp_path / "copy" / "toy.npz", cache_root)
+    wanted = original.content_hash
+    shutil.rmtree(original.folder)
+    assert find_cache_with_content(cache_root, wanted) == copied.folder
+    assert find_cache_with_content(cache_root, "0" * 20) is None
+    test = copied.split("test")
+    run_dir = tmp_path / "run"
+    write_predictions(run_dir, classes=["0", "1"], split=["test"] * len(test), sample_ids=test.sample_ids,
+                      subject_ids=test.subject_ids, y_true=test.y, probabilities=np.full((len(test), 2), 0.5))
+    record = fake_record(classes=("0", "1"), data_hash=original.data_hash)
+    record = replace(record, data=replace(record.data, content_hash=wanted))
+    inputs = split_inputs(run_dir, record, "test", cache_root)
+    assert [i.sample_id for i in inputs] == test.sample_ids
+    np.testing.assert_array_equal(np.stack([i.volume for i in inputs]), np.asarray(test.x, dtype=np.float32))
+    with pytest.raises(DataError, match="the run's preprocessed cache is not there"):
+        split_inputs(run_dir, replace(record, data=replace(record.data, content_hash="0" * 20)), "test", cache_root)

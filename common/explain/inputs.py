@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from common.data.cache import default_cache_root, open_volumes
+from common.data.identity import find_cache_with_content
 from common.data.inference import input_paths, sample_ids_of
 from common.data.preprocess import PreprocessConfig, load_nifti, preprocess_array
 from common.data.sources import SPLIT_NAMES
@@ -62,7 +63,10 @@ def split_inputs(run_dir: Path, record: RunRecord, split: str, cache_root: Path 
             zip(predictions.sample_ids, predictions.y_true, predictions.split) if s == split]
     if not rows:
         raise DataError(f"{run_dir}/predictions.csv: no '{split}' samples")
-    folder = Path(cache_root or default_cache_root()) / "volumes" / record.data.data_hash
+    root = Path(cache_root or default_cache_root())
+    folder = root / "volumes" / record.data.data_hash
+    if not (folder / "index.csv").is_file() and record.data.content_hash:  # the data copied anew: same content
+        folder = find_cache_with_content(root, record.data.content_hash) or folder
     if not (folder / "index.csv").is_file():
         raise DataError(f"{folder}: the run's preprocessed cache is not there; pass --cache-dir as in training "
                         f"(or rebuild it with `python -m common prepare` and the run's data options)")
