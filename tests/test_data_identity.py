@@ -10,8 +10,9 @@ import pytest
 from conftest import fake_record, write_nifti
 from test_run_identity import one_error_line, resnet_args
 
+from common.data.cache import find_cache_with_content
 from common.data.dataset import prepare_dataset
-from common.data.identity import CONTENT_HASH_KEY, compute_content_hash, content_hash, find_cache_with_content
+from common.data.identity import CONTENT_HASH_KEY, compute_content_hash, content_hash
 from common.data.preprocess import PreprocessConfig
 from common.errors import DataError
 from common.runs.record import data_identity, read_record

@@ -4,9 +4,9 @@ Layout: <cache_root>/volumes/<key>/{volumes.npy, index.csv, meta.json}. The key 
 source file's path, size and mtime, every label and subject, the class list and the preprocessing
 config: a changed input or setting gives a new key (a rebuild), an unchanged one reuses the cache
 without opening any NIfTI file. Whether two caches hold the same data is decided by their content
-hash instead (common.data.identity), which survives a copy of the dataset. A cache is built in a temporary folder and renamed into place, so
-a crash leaves nothing half-written and two processes building the same key both end with one
-complete copy.
+hash instead (common.data.identity), which survives a copy of the dataset. A cache is built in a
+temporary folder and renamed into place, so a crash leaves nothing half-written and two processes
+building the same key both end with one complete copy.
 """
 
 from __future__ import annotations
@@ -38,6 +38,23 @@ MAX_LISTED = 20  # invalid samples named in one error
 def default_cache_root() -> Path:
     """$VOLCLS_CACHE, else ./.cache of the working directory."""
     return Path(os.environ.get("VOLCLS_CACHE", Path.cwd() / ".cache"))
+
+
+def volumes_root(cache_root: Path | None = None) -> Path:
+    """<cache_root>/volumes: one folder per cache key (cache_root: default_cache_root() if None)."""
+    return Path(cache_root or default_cache_root()) / "volumes"
+
+
+def find_cache_with_content(cache_root: Path | None, wanted: str) -> Path | None:
+    """A cache folder whose stored content hash is `wanted`, or None (caches that predate content hashes
+    are not opened: they get theirs on first use)."""
+    for meta_path in sorted(volumes_root(cache_root).glob("*/meta.json")):
+        try:
+            if json.loads(meta_path.read_text()).get(CONTENT_HASH_KEY) == wanted:
+                return meta_path.parent
+        except (OSError, ValueError):  # a cache being written, or not ours: not a match
+            continue
+    return None
 
 
 def cache_key(source: Source, config: PreprocessConfig) -> str:
@@ -158,7 +175,7 @@ def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Pa
     Invalid samples are all listed in one error; with `drop_invalid` they are left out and listed in
     meta.json. A cache built with drops is refused without `drop_invalid`, so dropping is never silent.
     """
-    folder = Path(cache_root) / "volumes" / cache_key(source, config)
+    folder = volumes_root(cache_root) / cache_key(source, config)
     if not (folder / "meta.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_builds(folder.parent)

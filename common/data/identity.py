@@ -60,15 +60,3 @@ def content_hash(folder: Path) -> str:
         except OSError:
             pass
     return meta[CONTENT_HASH_KEY]
-
-
-def find_cache_with_content(cache_root: Path, wanted: str) -> Path | None:
-    """A cache folder under `cache_root` whose stored content hash is `wanted`, or None (caches that predate
-    content hashes are not opened: they get theirs on first use)."""
-    for meta_path in sorted((Path(cache_root) / "volumes").glob("*/meta.json")):
-        try:
-            if json.loads(meta_path.read_text()).get(CONTENT_HASH_KEY) == wanted:
-                return meta_path.parent
-        except (OSError, ValueError):  # a cache being written, or not ours: not a match
-            continue
-    return None

@@ -83,9 +83,10 @@ def load_runs(paths: list[Path]) -> list[Run]:
 def check_same_test_set(runs: list[Run]) -> None:
     """Runs are compared only on the same data, split, classes and test samples with the same labels."""
     first = runs[0]
+    first_content = data_identity(first.record.data)
     for run in runs[1:]:
         differ = [f"{name}: {a} ({first.path}) vs {b} ({run.path})" for name, a, b in (
-            ("data (content hash)", data_identity(first.record.data), data_identity(run.record.data)),
+            ("data (content hash)", first_content, data_identity(run.record.data)),
             ("split hash", first.record.data.split_hash, run.record.data.split_hash),
             ("classes", list(first.record.data.classes), list(run.record.data.classes))) if a != b]
         if differ:

@@ -82,10 +82,10 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
             record = read_record(path)
             if record.outcome is None:
                 raise DataError(f"{path}: unfinished run")
-            dataset = dataset or record.data
-            if data_identity(record.data) != data_identity(dataset):
-                raise DataError(f"{path}: other data than {paths[0]} (content hash {data_identity(record.data)} vs "
-                                f"{data_identity(dataset)})")
+            if dataset is None:
+                dataset, content = record.data, data_identity(record.data)
+            if (other := data_identity(record.data)) != content:
+                raise DataError(f"{path}: other data than {paths[0]} (content hash {other} vs {content})")
             training = {k: v for k, v in to_jsonable(record.training).items() if k != "seed"}
             configuration = {"model_config": record.model_config, "training": training}
             key = hashlib.sha256(json.dumps([record.model, record.preset, configuration], sort_keys=True,

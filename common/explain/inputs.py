@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.cache import default_cache_root, open_volumes
-from common.data.identity import find_cache_with_content
+from common.data.cache import find_cache_with_content, open_volumes, volumes_root
 from common.data.inference import input_paths, sample_ids_of
 from common.data.preprocess import PreprocessConfig, load_nifti, preprocess_array
 from common.data.sources import SPLIT_NAMES
@@ -63,10 +62,9 @@ def split_inputs(run_dir: Path, record: RunRecord, split: str, cache_root: Path 
             zip(predictions.sample_ids, predictions.y_true, predictions.split) if s == split]
     if not rows:
         raise DataError(f"{run_dir}/predictions.csv: no '{split}' samples")
-    root = Path(cache_root or default_cache_root())
-    folder = root / "volumes" / record.data.data_hash
+    folder = volumes_root(cache_root) / record.data.data_hash
     if not (folder / "index.csv").is_file() and record.data.content_hash:  # the data copied anew: same content
-        folder = find_cache_with_content(root, record.data.content_hash) or folder
+        folder = find_cache_with_content(cache_root, record.data.content_hash) or folder
     if not (folder / "index.csv").is_file():
         raise DataError(f"{folder}: the run's preprocessed cache is not there; pass --cache-dir as in training "
                         f"(or rebuild it with `python -m common prepare` and the run's data options)")

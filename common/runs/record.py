@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from common.data.cache import default_cache_root
+from common.data.cache import volumes_root
 from common.data.identity import content_hash
 from common.data.preprocess import PreprocessConfig
 from common.data.splits import SplitConfig
@@ -54,7 +54,7 @@ def data_identity(data: DataRecord, cache_root: Path | None = None) -> str:
     key names holds what the run read), else its cache key, which then matches only itself."""
     if data.content_hash:
         return data.content_hash
-    folder = Path(cache_root or default_cache_root()) / "volumes" / data.data_hash
+    folder = volumes_root(cache_root) / data.data_hash
     if (folder / "meta.json").is_file():
         return content_hash(folder)
     return f"cache key {data.data_hash}"
