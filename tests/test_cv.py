@@ -54,6 +54,25 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     resnet = summary["models"]["ResNet"]
     assert len(resnet["runs"]) == 4 and resnet["pooled_out_of_fold"]["n"] == 16
     assert resnet["mean"]["accuracy"] == pytest.approx(np.mean([r["test"]["accuracy"] for r in resnet["runs"]]))
+    # A model tuned in its own cross-validation is reported with the others when the folds match.
+    resnet_only = [a for a in command if a != "transformer"]
+    tuned = [*resnet_only[:resnet_only.index("t")], "t-lr", *resnet_only[resnet_only.index("t") + 1:],
+             "--resnet-args", "--lr 0.01"]
+    assert main(tuned) == 0
+    other_split = [*resnet_only[:resnet_only.index("t")], "t-split", *resnet_only[resnet_only.index("t") + 1:],
+                   "--split-seed", "7"]
+    assert main(other_split) == 0
+    both = tmp_path / "cv" / "t-lr"
+    assert main(["report", str(root), str(both), "--out-root", str(tmp_path), "--name", "both"]) == 0
+    joint = (tmp_path / "both" / "report.md").read_text()
+    assert "| ResNet (t) | " in joint and "| ResNet (t-lr) | " in joint and "| Transformer | " in joint
+    summary = summarise([root, both], n_resamples=20)
+    assert set(summary["models"]) == {"ResNet (t)", "ResNet (t-lr)", "Transformer"}
+    assert summary["models"]["ResNet (t-lr)"]["cv_folder"] == str(both)
+    capsys.readouterr()
+    assert main(["report", str(root), str(tmp_path / "cv" / "t-split"), "--out-root", str(tmp_path)]) == 2
+    assert "fold 0" in capsys.readouterr().err  # other held-out subjects: not comparable
+    assert main(["report", str(root), str(runs[0].parent), "--out-root", str(tmp_path)]) == 2  # cv with a run
     capsys.readouterr()
     assert main(command) == 0  # the same command again: everything finished, nothing retrained
     assert "8 runs, 8 already finished" in capsys.readouterr().out

@@ -1,4 +1,7 @@
-"""The report of a cross-validation (`python -m common report cv/<name>`): how sure we are.
+"""The report of a cross-validation (`python -m common report cv/<name> [cv/<other> ...]`): how sure we are.
+
+Several cross-validation folders go into one report when they share folds, seeds and data (checked
+fold by fold on the test samples): each model is tuned in its own folder, the selected ones compared.
 
 - per fold x seed test metrics and their mean +- sd;
 - pooled out-of-fold predictions (each sample predicted by the models that never saw it, averaged
@@ -52,8 +55,8 @@ def corrected_resampled_t_test(differences: np.ndarray, test_train_ratio: float)
 class CVModel:
     """One model's runs of a cross-validation: their test metrics and the pooled out-of-fold predictions."""
 
-    def __init__(self, root: Path, plan, model: str):
-        self.name, self.label = model, MODEL_TITLES[model]
+    def __init__(self, root: Path, plan, model: str, label: str | None = None):
+        self.root, self.name, self.label = Path(root), model, label or MODEL_TITLES[model]
         self.runs = {}  # (fold, seed) -> (record, test Predictions)
         for fold in range(plan.folds):
             for seed in plan.seeds:
@@ -103,6 +106,36 @@ class CVModel:
         record = replace(record, data=replace(record.data, class_counts=counts))
         return Run(root / self.name, self.label, record, self.pooled, [])
 
+    def test_samples(self, fold: int) -> set[str]:
+        return {s for (f, _), (_, pred) in self.runs.items() if f == fold for s in pred.sample_ids}
+
+
+def load_cv_models(roots: list[Path]) -> tuple[object, list[CVModel]]:
+    """The plan (folds, seeds) and every model of one or more cross-validation folders, checked to be
+    comparable: the same folds and seeds, the same data content, and fold by fold the same test samples
+    (another split seed or fold count would pair different held-out subjects). A model that appears in
+    two folders is labelled with its folder's name."""
+    roots = [Path(r) for r in roots]
+    plans = [read_plan(r) for r in roots]
+    for root, plan in zip(roots[1:], plans[1:]):
+        if (plan.folds, plan.seeds) != (plans[0].folds, plans[0].seeds):
+            raise DataError(f"{root}: {plan.folds} folds, seeds {list(plan.seeds)}; {roots[0]} has "
+                            f"{plans[0].folds} folds, seeds {list(plans[0].seeds)}: not comparable")
+    entries = [(root, plan, m) for root, plan in zip(roots, plans) for m in plan.models]
+    titles = [MODEL_TITLES[m] for _, _, m in entries]
+    models = [CVModel(root, plan, m, MODEL_TITLES[m] if titles.count(MODEL_TITLES[m]) == 1
+                      else f"{MODEL_TITLES[m]} ({root.name})") for root, plan, m in entries]
+    hashes = {data_identity(r.data) for m in models for r, _ in m.runs.values()}
+    if len(hashes) != 1:
+        raise DataError(f"{', '.join(map(str, roots))}: runs on different data (content hashes {sorted(hashes)})")
+    for fold in range(plans[0].folds):
+        reference = models[0].test_samples(fold)
+        for other in models[1:]:
+            if other.test_samples(fold) != reference:
+                raise DataError(f"fold {fold}: {other.root} ({other.label}) tested other samples than "
+                                f"{models[0].root} ({models[0].label}); were they split with another --split-seed?")
+    return plans[0], models
+
 
 def _mean_sd(values) -> str:
     values = [v for v in values if np.isfinite(v)]
@@ -111,14 +144,11 @@ def _mean_sd(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
 
 
-def build_cv_report(root: Path, out_dir: Path, *, title: str = "Cross-validation", n_resamples: int = 1000) -> Path:
-    root = Path(root)
-    plan = read_plan(root)
-    models = [CVModel(root, plan, m) for m in plan.models]
-    hashes = {data_identity(r.data) for m in models for r, _ in m.runs.values()}
-    if len(hashes) != 1:
-        raise DataError(f"{root}: runs on different data (content hashes {sorted(hashes)})")
-    pooled_runs = [m.as_run(root) for m in models]
+def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cross-validation",
+                    n_resamples: int = 1000) -> Path:
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    plan, models = load_cv_models(roots)
+    pooled_runs = [m.as_run(m.root) for m in models]
     pooled_metrics = {r.label: {"test": compute_metrics(r.predictions, n_resamples=n_resamples)} for r in pooled_runs}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,12 +160,16 @@ def build_cv_report(root: Path, out_dir: Path, *, title: str = "Cross-validation
     parts = [f"# {title}", "",
              f"{plan.folds}-fold cross-validation (subject-grouped, stratified; in each fold the test fold is held "
              f"out and val is carved from the rest), seeds {list(plan.seeds)}, models "
-             f"{', '.join(m.label for m in models)}: {len(models) * plan.folds * len(plan.seeds)} runs under `{root}`. "
-             "Selection on val only; each test fold touched once per run.", "",
-             f"Trainer options: `{' '.join(plan.common_args) or '(defaults)'}`"
-             + "".join(f"; {MODEL_TITLES[m]} only: `{' '.join(a)}`" for m, a in plan.model_args.items() if a), "",
-             data_section(pooled_runs).replace(f"split hash `{first_record.data.split_hash}` "
-                                               f"({first_record.data.split_method})", "one split per fold"), ""]
+             f"{', '.join(m.label for m in models)}: {len(models) * plan.folds * len(plan.seeds)} runs under "
+             f"{', '.join(f'`{r}`' for r in roots)}. Selection on val only; each test fold touched once per run.", ""]
+    for root in roots:
+        root_plan = read_plan(root)
+        parts += [(f"Trainer options{f' (`{root}`)' if len(roots) > 1 else ''}: "
+                   f"`{' '.join(root_plan.common_args) or '(defaults)'}`"
+                   + "".join(f"; {MODEL_TITLES[m]} only: `{' '.join(a)}`" for m, a in root_plan.model_args.items()
+                             if a)), ""]
+    parts += [data_section(pooled_runs).replace(f"split hash `{first_record.data.split_hash}` "
+                                                f"({first_record.data.split_method})", "one split per fold"), ""]
     parts += ["## Per fold and seed (test)", "",
               "| model | fold | seed | " + " | ".join(t for _, t in SUMMARY_METRICS) + " | n test |",
               "|---" * (len(SUMMARY_METRICS) + 4) + "|"]
@@ -193,4 +227,4 @@ def is_cv_folder(path: Path) -> bool:
     return (Path(path) / "plan.json").is_file()
 
 
-__all__ = ["MODEL_COMMANDS", "build_cv_report", "corrected_resampled_t_test", "is_cv_folder"]
+__all__ = ["MODEL_COMMANDS", "build_cv_report", "corrected_resampled_t_test", "is_cv_folder", "load_cv_models"]

@@ -381,9 +381,14 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def report_from_args(args: argparse.Namespace) -> Path:
     from common.evaluation.cv_report import build_cv_report, is_cv_folder
 
-    if len(args.run_dirs) == 1 and is_cv_folder(args.run_dirs[0]):
-        out_dir = args.run_dirs[0] / "report" if args.name == "latest" else args.out_root / args.name
-        return build_cv_report(args.run_dirs[0], out_dir, n_resamples=args.bootstrap,
+    cv_folders = [p for p in args.run_dirs if is_cv_folder(p)]
+    if cv_folders and len(cv_folders) != len(args.run_dirs):
+        raise DataError(f"{cv_folders[0]} is a cross-validation folder: report cross-validations together, "
+                        "not with single runs")
+    if cv_folders:
+        out_dir = cv_folders[0] / "report" if args.name == "latest" and len(cv_folders) == 1 \
+            else args.out_root / args.name
+        return build_cv_report(cv_folders, out_dir, n_resamples=args.bootstrap,
                                title=args.title if args.title != "Model comparison" else "Cross-validation")
     run_dirs = args.run_dirs or find_latest_runs(args.runs_root)
     return build_report(run_dirs, args.out_root / args.name, title=args.title, n_resamples=args.bootstrap)

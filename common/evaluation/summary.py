@@ -1,10 +1,11 @@
 """`summary.json`: the results of a `results/<dataset>/` folder in one schema a program can check.
 
-    python -m common.evaluation.summary RUN_DIR... | CV_FOLDER --out results/<dataset>/summary.json
+    python -m common.evaluation.summary RUN_DIR... | CV_FOLDER... --out results/<dataset>/summary.json
 
 Per model configuration: its package, preset, model config and training options (all but the seed),
 every run's test metrics (fold, seed, accuracy, balanced accuracy, ROC AUC with bootstrap 95 % CIs), their
-mean and sd, and for a cross-validation the pooled out-of-fold metrics. Runs are grouped by that whole
+mean and sd, and for a cross-validation its folder and the pooled out-of-fold metrics (an entry named
+after its model, plus its folder's name when the model is in several folders). Runs are grouped by that whole
 configuration, so seeds of one configuration are aggregated and two configurations of one model never
 are; an entry is named after its model ("Transformer") when the model has one configuration, else after
 model and preset, plus a short configuration id if those still collide. Everything is recomputed from
@@ -57,23 +58,25 @@ def _label(entry: dict, entries) -> str:
 
 
 def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
-    from common.evaluation.cv_report import CVModel, is_cv_folder
+    from common.evaluation.cv_report import is_cv_folder, load_cv_models
 
     models: dict[str, dict] = {}
     dataset = None
-    if len(paths) == 1 and is_cv_folder(paths[0]):
-        from common.runs.cv import read_plan
-
-        plan = read_plan(paths[0])
+    cv_folders = [p for p in paths if is_cv_folder(p)]
+    if cv_folders and len(cv_folders) != len(paths):
+        raise DataError(f"{cv_folders[0]} is a cross-validation folder: summarise cross-validations together, "
+                        "not with single runs")
+    if cv_folders:
+        plan, cv_models = load_cv_models(cv_folders)
         protocol = f"{plan.folds}-fold cross-validation, seeds {list(plan.seeds)}"
-        for name in plan.models:
-            cv = CVModel(paths[0], plan, name)
+        for cv in cv_models:
             record = next(iter(cv.runs.values()))[0]
             dataset = dataset or record.data
-            runs = [{"fold": fold, "seed": seed, "run_dir": str(plan.run_dir(paths[0], name, fold, seed)),
+            runs = [{"fold": fold, "seed": seed, "run_dir": str(plan.run_dir(cv.root, cv.name, fold, seed)),
                      "test": _test_metrics(pred, n_resamples)} for (fold, seed), (_, pred) in sorted(cv.runs.items())]
             mean, sd = _aggregate(runs)
-            models[cv.label] = {"package": record.model, "preset": record.preset, "runs": runs, "mean": mean, "sd": sd,
+            models[cv.label] = {"package": record.model, "preset": record.preset, "cv_folder": str(cv.root),
+                                "runs": runs, "mean": mean, "sd": sd,
                                 "pooled_out_of_fold": _test_metrics(cv.pooled, n_resamples)}
     else:
         protocol = "single split"
@@ -110,7 +113,7 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.evaluation.summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", type=Path, help="run directories, or one cv/<name> folder")
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories, or cv/<name> folders (same folds, seeds and data)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args(argv)
