@@ -98,13 +98,13 @@ class CVModel:
         per_seed = [np.mean([m[metric] for (_, s), m in self.metrics.items() if s == seed]) for seed in seeds]
         return float(np.std(per_seed, ddof=1))
 
-    def as_run(self, root: Path) -> Run:
+    def as_run(self) -> Run:
         """The pooled predictions as a report Run; its record's class counts are those of the pooled set."""
         record = next(iter(self.runs.values()))[0]
         classes = list(record.data.classes)
         counts = {"pooled test folds": {c: int((self.pooled.y_true == i).sum()) for i, c in enumerate(classes)}}
         record = replace(record, data=replace(record.data, class_counts=counts))
-        return Run(root / self.name, self.label, record, self.pooled, [])
+        return Run(self.root / self.name, self.label, record, self.pooled, [])
 
     def test_samples(self, fold: int) -> set[str]:
         return {s for (f, _), (_, pred) in self.runs.items() if f == fold for s in pred.sample_ids}
@@ -148,7 +148,7 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
                     n_resamples: int = 1000) -> Path:
     roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
     plan, models = load_cv_models(roots)
-    pooled_runs = [m.as_run(m.root) for m in models]
+    pooled_runs = [m.as_run() for m in models]
     pooled_metrics = {r.label: {"test": compute_metrics(r.predictions, n_resamples=n_resamples)} for r in pooled_runs}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
