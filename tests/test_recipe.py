@@ -269,3 +269,11 @@ def test_summary_keeps_configurations_of_one_model_apart():
                {"package": "torch_resnet", "preset": "small", "configuration_id": "d"}]
     assert [_label(e, entries) for e in entries] == [
         "Transformer small", "Transformer small_recipe b", "Transformer small_recipe c", "ResNet"]
+    # Runs named after their configuration: the shared name without the seed suffix tells them apart.
+    def runs(name):
+        return [{"seed": seed, "run_dir": f"runs/{name}-s{seed}"} for seed in (0, 1, 2)]
+
+    entries[1]["runs"], entries[2]["runs"] = runs("vit-recipe"), runs("vit-recipe-lr1e-3")
+    assert [_label(e, entries) for e in entries[1:3]] == ["Transformer (vit-recipe)", "Transformer (vit-recipe-lr1e-3)"]
+    entries[2]["runs"] = [{"seed": 0, "run_dir": "runs/a-s0"}, {"seed": 1, "run_dir": "runs/b-s1"}]  # no shared name
+    assert [_label(e, entries) for e in entries[1:3]] == ["Transformer small_recipe b", "Transformer small_recipe c"]

@@ -8,7 +8,8 @@ mean and sd, and for a cross-validation its folder and the pooled out-of-fold me
 after its model, plus its folder's name when the model is in several folders). Runs are grouped by that whole
 configuration, so seeds of one configuration are aggregated and two configurations of one model never
 are; an entry is named after its model ("Transformer") when the model has one configuration, else after
-model and preset, plus a short configuration id if those still collide. Everything is recomputed from
+model and preset, or, if those still collide, after the model and its runs' directory name without the
+seed suffix ("ResNet (resnet-lr2e-3)"), or the short configuration id. Everything is recomputed from
 the runs' predictions.csv and config.json.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -45,15 +47,27 @@ def _aggregate(runs: list[dict]) -> tuple[dict, dict]:
     return mean, sd
 
 
+def _run_name(entry: dict) -> str | None:
+    """The name the entry's run directories share once their seed suffix is dropped (`lr2e-3-s0`, `lr2e-3-s1`
+    -> `lr2e-3`), or None when they do not share one."""
+    names = {re.sub(rf"[-_]?(s|seed){run['seed']}$", "", Path(run["run_dir"]).name) for run in entry.get("runs", ())}
+    return names.pop() if len(names) == 1 else None
+
+
 def _label(entry: dict, entries) -> str:
-    """The model's name; with its preset when the model has several configurations; with the configuration
-    id when the preset does not tell them apart either."""
+    """The model's name; with its preset when the model has several configurations; when the preset does
+    not tell them apart either, with the runs' shared name (`ResNet (resnet-lr2e-3)`, as a cross-validation
+    entry carries its folder) if every such configuration has a distinct one, else the configuration id."""
     same_model = [e for e in entries if e["package"] == entry["package"]]
     label = MODEL_LABELS[entry["package"]]
     if len(same_model) == 1:
         return label
-    if sum(e["preset"] == entry["preset"] for e in same_model) == 1:
+    same_preset = [e for e in same_model if e["preset"] == entry["preset"]]
+    if len(same_preset) == 1:
         return f"{label} {entry['preset']}"
+    names = [_run_name(e) for e in same_preset]
+    if None not in names and len(set(names)) == len(names):
+        return f"{label} ({_run_name(entry)})"
     return f"{label} {entry['preset']} {entry['configuration_id']}"
 
 
