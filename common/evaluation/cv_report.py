@@ -56,7 +56,7 @@ class CVModel:
     """One model's runs of a cross-validation: their test metrics and the pooled out-of-fold predictions."""
 
     def __init__(self, root: Path, plan, model: str, label: str | None = None):
-        self.root, self.name, self.label = Path(root), model, label or MODEL_TITLES[model]
+        self.root, self.plan, self.name, self.label = Path(root), plan, model, label or MODEL_TITLES[model]
         self.runs = {}  # (fold, seed) -> (record, test Predictions)
         for fold in range(plan.folds):
             for seed in plan.seeds:
@@ -162,8 +162,9 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
              f"out and val is carved from the rest), seeds {list(plan.seeds)}, models "
              f"{', '.join(m.label for m in models)}: {len(models) * plan.folds * len(plan.seeds)} runs under "
              f"{', '.join(f'`{r}`' for r in roots)}. Selection on val only; each test fold touched once per run.", ""]
+    plans = {m.root: m.plan for m in models}  # each folder's plan, read once by load_cv_models
     for root in roots:
-        root_plan = read_plan(root)
+        root_plan = plans[root]
         parts += [(f"Trainer options{f' (`{root}`)' if len(roots) > 1 else ''}: "
                    f"`{' '.join(root_plan.common_args) or '(defaults)'}`"
                    + "".join(f"; {MODEL_TITLES[m]} only: `{' '.join(a)}`" for m, a in root_plan.model_args.items()
@@ -227,4 +228,14 @@ def is_cv_folder(path: Path) -> bool:
     return (Path(path) / "plan.json").is_file()
 
 
-__all__ = ["MODEL_COMMANDS", "build_cv_report", "corrected_resampled_t_test", "is_cv_folder", "load_cv_models"]
+def cv_folders_among(paths: list[Path]) -> list[Path]:
+    """All of `paths` when they are cross-validation folders, none when none is; a mix is refused."""
+    folders = [Path(p) for p in paths if is_cv_folder(p)]
+    if folders and len(folders) != len(paths):
+        raise DataError(f"{folders[0]} is a cross-validation folder: use cross-validations together, "
+                        "not with single runs")
+    return folders
+
+
+__all__ = ["MODEL_COMMANDS", "build_cv_report", "corrected_resampled_t_test", "cv_folders_among", "is_cv_folder",
+           "load_cv_models"]

@@ -379,12 +379,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report_from_args(args: argparse.Namespace) -> Path:
-    from common.evaluation.cv_report import build_cv_report, is_cv_folder
+    from common.evaluation.cv_report import build_cv_report, cv_folders_among
 
-    cv_folders = [p for p in args.run_dirs if is_cv_folder(p)]
-    if cv_folders and len(cv_folders) != len(args.run_dirs):
-        raise DataError(f"{cv_folders[0]} is a cross-validation folder: report cross-validations together, "
-                        "not with single runs")
+    cv_folders = cv_folders_among(args.run_dirs)
     if cv_folders:
         out_dir = cv_folders[0] / "report" if args.name == "latest" and len(cv_folders) == 1 \
             else args.out_root / args.name

@@ -72,14 +72,11 @@ def _label(entry: dict, entries) -> str:
 
 
 def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
-    from common.evaluation.cv_report import is_cv_folder, load_cv_models
+    from common.evaluation.cv_report import cv_folders_among, load_cv_models
 
     models: dict[str, dict] = {}
     dataset = None
-    cv_folders = [p for p in paths if is_cv_folder(p)]
-    if cv_folders and len(cv_folders) != len(paths):
-        raise DataError(f"{cv_folders[0]} is a cross-validation folder: summarise cross-validations together, "
-                        "not with single runs")
+    cv_folders = cv_folders_among(paths)
     if cv_folders:
         plan, cv_models = load_cv_models(cv_folders)
         protocol = f"{plan.folds}-fold cross-validation, seeds {list(plan.seeds)}"
