@@ -226,8 +226,8 @@ def test_runs_that_did_not_learn_are_flagged(tmp_path):
 
     single = _run(tmp_path / "a", model="tf_transformer")  # every test prediction is 'pos'
     text = build_report([single], tmp_path / "out", n_resamples=50).read_text()
-    assert '<span style="color:#c00">**Warning — Transformer did not learn:** every prediction is class #1' in text
-    assert "color:#c00" in (tmp_path / "out" / "report.html").read_text()
+    assert "**Warning — Transformer did not learn:** every prediction is class #1" in text
+    assert "<p class='warning'><strong>Warning — Transformer did not learn" in (tmp_path / "out" / "report.html").read_text()
     good = {"confusion_matrix": [[18, 2], [1, 19]], "balanced_accuracy": 0.925, "ci95": {"balanced_accuracy": [0.85, 0.98]}}
     chance = {**good, "balanced_accuracy": 0.6, "ci95": {"balanced_accuracy": [0.45, 0.75]}}
     assert learning_failure(good) is None
@@ -248,3 +248,16 @@ def test_a_tampered_record_with_a_huge_shape_is_refused_before_allocating(tmp_pa
     assert main(["predict", "--run-dir", str(tmp_path), str(scan), "--out", str(tmp_path / "p.csv")]) == 2
     assert "1,000,000,000 voxels per volume, over the limit" in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_report_html_shows_hostile_labels_and_titles_as_text(tmp_path):
+    """Class names, sample ids and titles come from someone's data: never markup in report.html."""
+    from common.evaluation.report import build_report
+
+    hostile = "<img src=x onerror=alert(document.domain)>"
+    run = _run(tmp_path / "a", model="tf_transformer", classes=(hostile, "<script>alert(1)</script>"))
+    build_report([run], tmp_path / "out", n_resamples=20, title="<script>alert('title')</script>")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<script>" not in page and "onerror=alert" not in page.replace("&lt;img src=x onerror=alert", "")
+    assert "&lt;img src=x onerror=alert(document.domain)&gt;" in page
+    assert "<title>&lt;script&gt;alert(&#x27;title&#x27;)&lt;/script&gt;</title>" in page

@@ -122,6 +122,58 @@ def test_a_run_dir_in_use_is_refused(make_manifest, cache_root, tmp_path, capsys
     assert resnet_main(resnet_args(manifest, cache_root, run_dir)) == 0  # free again once released
 
 
+def test_a_lock_planted_as_a_symbolic_link_is_never_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").symlink_to(victim)
+    with pytest.raises(Exception, match=r"\.lock: is a symbolic link"):
+        RunLock(run_dir).acquire()
+    assert victim.read_text() == "precious"  # not truncated, no PID written
+    (run_dir / ".lock").unlink()
+    os.mkfifo(run_dir / ".lock")
+    with pytest.raises(Exception, match="not a regular file"):
+        RunLock(run_dir).acquire()
+
+
+def test_two_trainings_on_one_new_run_dir_cannot_both_start(make_manifest, cache_root, tmp_path, capsys,
+                                                             monkeypatch):
+    """The lock is taken before new-or-resume is decided: a second training started on the same new
+    --run-dir while the first is deciding (here: its precision) is refused, and the first trains on."""
+    import common.runs.driver as driver
+
+    manifest = make_manifest(n_subjects=12)
+    run_dir = tmp_path / "new" / "run"
+    decide = driver.decide_precision
+    second = []
+
+    def decide_while_another_starts(*args, **kwargs):
+        if not second:
+            second.append(resnet_main(resnet_args(manifest, cache_root, run_dir, "--lr", "0.05")))
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "decide_precision", decide_while_another_starts)
+    assert resnet_main(resnet_args(manifest, cache_root, run_dir)) == 0
+    assert second == [2]
+    assert "in use by a training still running" in capsys.readouterr().err
+    assert read_record(run_dir).training.lr == 0.001
+
+
+def test_a_refused_new_run_dir_is_removed_again(make_manifest, cache_root, tmp_path, capsys, monkeypatch):
+    import common.runs.driver as driver
+    from common.errors import ConfigError
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("no precision here")
+
+    monkeypatch.setattr(driver, "decide_precision", refuse)
+    run_dir = tmp_path / "fresh"
+    assert resnet_main(resnet_args(make_manifest(n_subjects=12), cache_root, run_dir)) == 2
+    assert "no precision here" in one_error_line(capsys)
+    assert not run_dir.exists()
+
+
 def test_a_lock_of_a_killed_process_is_not_stale(tmp_path):
     code = ("import sys, time; from common.runs.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('locked', flush=True); time.sleep(60)")

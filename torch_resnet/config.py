@@ -22,10 +22,35 @@ class ResNetConfig:
     # "mean": global average pooling over the grid (torchvision's ResNets): F = filters and one set of
     # weights for every position. Not the default of any preset (README "Models": measured on the demo).
     pooling: str = "flatten"
+    # The training recipe of the ResNet (issue 25; every element off in `seed` / `seed_literal`, which
+    # stay the reference network, and each switchable with --model KEY=VALUE for the ablation):
+    # branch_relu: the reference block's ReLU on the residual branch before the add. False: torchvision's
+    # post-activation block, relu(bn2(conv2(.)) + shortcut), so the branch can also subtract.
+    branch_relu: bool = True
+    # zero_init_residual: the last BatchNorm's gamma of each residual branch starts at 0, so every block
+    # starts as its shortcut (Goyal et al. 2017; torchvision's zero_init_residual).
+    zero_init_residual: bool = False
+    # kaiming_init: Kaiming-normal (fan_out, ReLU) convolution weights as torchvision initialises them;
+    # False: PyTorch's default (Kaiming-uniform, a=sqrt(5)).
+    kaiming_init: bool = False
+    # conv_bias: a bias in every convolution, as the reference has; it is redundant before a BatchNorm.
+    conv_bias: bool = True
+    # stem_strides: () is the reference stem, Conv3d(3, s1) -> MaxPool3d(2, s1, p1) -> BN -> ReLU at full
+    # resolution; otherwise one 3^3 Conv -> BN -> ReLU per entry with that stride (e.g. (2, 2): 64^3 -> 16^3),
+    # so the ten stages run on a grid 2^len(stem) smaller per axis.
+    stem_strides: tuple[int, ...] = ()
+    # drop_path: stochastic depth of the residual branch, linear from 0 in the first block to this in the
+    # last (Huang et al. 2016); 0: off.
+    drop_path: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "downsample_layers", tuple(int(s) for s in self.downsample_layers))
+        object.__setattr__(self, "stem_strides", tuple(int(s) for s in self.stem_strides))
+        if any(s < 1 for s in self.stem_strides):
+            raise ConfigError(f"stem_strides {self.stem_strides}: every stride must be >= 1")
+        if not 0 <= self.drop_path < 1:
+            raise ConfigError(f"drop_path {self.drop_path}: must be in [0, 1)")
         if len(self.input_shape) != 3:
             raise ConfigError(f"input_shape {self.input_shape}: expected (D, H, W)")
         if self.num_classes < 2:
@@ -45,15 +70,34 @@ class ResNetConfig:
             )
 
     @property
-    def pooled_shape(self) -> tuple[int, int, int]:
-        """Spatial grid after AvgPool3d(2): stem +1 (MaxPool k2 s1 p1), then ceil(/2) per Downsample."""
+    def stage_shape(self) -> tuple[int, int, int]:
+        """Spatial grid entering layer 2: the reference stem adds 1 (MaxPool k2 s1 p1); a strided stem
+        divides by each stride, rounding up (padding 1, kernel 3)."""
+        if not self.stem_strides:
+            return tuple(n + 1 for n in self.input_shape)
         sizes = []
         for n in self.input_shape:
-            n += 1
+            for stride in self.stem_strides:
+                n = (n - 1) // stride + 1
+            sizes.append(n)
+        return tuple(sizes)
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """Spatial grid after layer 11: ceil(/2) per Downsample block."""
+        sizes = []
+        for n in self.stage_shape:
             for _ in self.downsample_layers:
                 n = (n - 1) // 2 + 1
-            sizes.append(n // 2)
+            sizes.append(n)
         return tuple(sizes)
+
+    @property
+    def pooled_shape(self) -> tuple[int, int, int]:
+        """Spatial grid the head flattens: AvgPool3d(2) of the features (floor), or one position for mean pooling."""
+        if self.pooling == "mean":
+            return (1, 1, 1)
+        return tuple(n // 2 for n in self.feature_shape)
 
     @property
     def flatten_features(self) -> int:
@@ -70,9 +114,18 @@ class ResNetConfig:
         return replace(self, input_shape=tuple(input_shape), num_classes=num_classes)
 
 
+# Every element of the ResNet recipe (the fields after `pooling` above), for the recipe presets.
+RECIPE = dict(branch_relu=False, zero_init_residual=True, kaiming_init=True, conv_bias=False, stem_strides=(2, 2),
+              pooling="mean", drop_path=0.1)
+
 PRESETS: dict[str, ResNetConfig] = {
     "seed": ResNetConfig(),  # exactly the seed: 32 filters, 192^3, N from the data
     "small": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64),  # CPU demo and real-data CPU runs
+    # The recipe at CPU size: a 4x strided stem makes the stages run on a 16^3 grid for a 64^3 volume, which
+    # pays for twice `small`'s width (README "Models": cost and accuracy measured against `small`).
+    "small_recipe": ResNetConfig(input_shape=(64, 64, 64), filters=16, hidden_units=64, **RECIPE),
+    # The recipe at the reference's width, for GPUs.
+    "seed_recipe": ResNetConfig(filters=32, **RECIPE),
     "tiny": ResNetConfig(input_shape=(16, 16, 16), filters=4, hidden_units=16),  # unit tests
 }
 

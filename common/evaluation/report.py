@@ -179,8 +179,8 @@ def learning_warnings(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> l
     for run in runs:
         failure = learning_failure(metrics[run.label]["test"])
         if failure:
-            out.append(f'<span style="color:#c00">**Warning — {run.label} did not learn:** {failure}. '
-                       "Its numbers below measure a failed training, not the model.</span>")
+            out.append(f"**Warning — {run.label} did not learn:** {failure}. "
+                       "Its numbers below measure a failed training, not the model.")
     return out
 
 
@@ -350,21 +350,31 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
 
 HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5;padding:1px 3px}"""
+th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5;padding:1px 3px}.warning{color:#c00}"""
 
 
 def to_html(markdown_text: str, folder: Path, title: str) -> str:
-    """The report as one HTML file with every figure embedded as a data: URI."""
+    """The report as one HTML file with every figure embedded as a data: URI.
+
+    Class names, sample ids, dataset names and titles come from someone's data and reach the Markdown
+    as text: raw HTML is not passed through (Python-Markdown's html_block and inline html handlers are
+    removed), so `<img onerror=...>` in a label is shown, never run."""
+    import html
+
     import markdown
 
-    body = markdown.markdown(markdown_text, extensions=["tables"])
+    converter = markdown.Markdown(extensions=["tables"])
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    body = converter.convert(markdown_text)
+    body = body.replace("<p><strong>Warning — ", "<p class='warning'><strong>Warning — ")
 
     def embed(match: re.Match) -> str:
         data = base64.b64encode((folder / match.group(1)).read_bytes()).decode()
         return f'src="data:image/png;base64,{data}"'
 
     body = re.sub(r'src="([^"/:]+\.png)"', embed, body)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{HTML_STYLE}</style></head><body>{body}</body></html>")
 
 

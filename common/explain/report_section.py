@@ -64,6 +64,6 @@ def saliency_section(runs, out_dir: Path) -> list[str]:
             row = tables[run.label][method][sample_id]
             name = f"saliency-{file_stem(run.label)}-{method}-{file_stem(sample_id)}.png"
             shutil.copyfile(Path(run.path) / "explain" / method / row["figure"], Path(out_dir) / name)
-            cells.append(f"predicted {row['y_pred']}, map of {row['target']} <br> ![{sample_id}]({name})")
+            cells.append(f"predicted {row['y_pred']}, map of {row['target']}: ![{sample_id}]({name})")
         lines.append(f"| `{sample_id}` ({why}) | " + " | ".join(cells) + " |")
     return lines + [""]

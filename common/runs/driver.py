@@ -168,6 +168,21 @@ def claim_run_dir(run_dir: Path, model: str) -> RunRecord | None:
     return stored
 
 
+def _create_and_lock(run_dir: Path, lock: RunLock) -> bool:
+    """Make `run_dir` if it is absent and take its lock; True when this process made it (so it removes it
+    again if the run fails before there is anything to resume)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir {run_dir}: exists and is not a directory")
+    existed = run_dir.is_dir()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--run-dir {run_dir}: cannot create it ({exc.strerror})") from None
+    lock.acquire()
+    return not existed
+
+
 def run_training(*, model: str, preset: str, model_config: dict, dataset: PreparedDataset, training: TrainConfig,
                  runtime: RuntimeConfig, hardware: Hardware, build: Callable[[PrecisionDecision], ModelAdapter],
                  processes: Processes = Processes(),
@@ -181,9 +196,10 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
     error, stored, precision = None, None, None
     if processes.is_main:
         try:
+            # Lock first, then decide new or resume: two trainings started together on one new --run-dir
+            # must not both find it new (the second is refused by the lock).
+            created = _create_and_lock(run_dir, lock)
             stored = claim_run_dir(run_dir, model)
-            if run_dir.is_dir():
-                lock.acquire()
             if stored is not None and stored.precision.requested == training.precision:
                 precision = stored.precision  # resume keeps the decision made when the run began
             else:
@@ -198,6 +214,8 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
             error = exc
     error_text = processes.broadcast(None if error is None else str(error))
     if error_text is not None:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
         lock.release()
         raise error if error is not None else ConfigError(error_text)
     precision = processes.broadcast(precision)
@@ -210,10 +228,6 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
                            world_size=processes.world_size, versions=facts.versions, machine=machine_description(),
                            created=stored.created if stored else now_utc())
         if processes.is_main:
-            if not run_dir.is_dir():
-                run_dir.mkdir(parents=True)
-                created = True
-                lock.acquire()
             write_record(run_dir, record)
         processes.barrier()
         loop = _Loop(run_dir, adapter, dataset, training, runtime, processes, drop_last=facts.drop_last)

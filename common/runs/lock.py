@@ -2,6 +2,9 @@
 
 The kernel drops the lock when its owner exits, however it exits (kill -9 included), so a lock is
 never stale; the file holds the owner's PID and host for the message a second process gets.
+The lock file is never opened through a symbolic link (O_NOFOLLOW) and must be a regular file: a
+`.lock` planted as a link in a shared or unpacked run folder would otherwise make the trainer
+truncate the file it points to.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -23,7 +27,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -43,6 +47,19 @@ class RunLock:
         os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}".encode())
         self._fd = fd
         return self
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:  # ELOOP: the path is a symbolic link
+            if self.path.is_symlink():
+                raise ConfigError(f"{self.path}: is a symbolic link, not a lock file; a run folder's .lock is "
+                                  "never followed (remove the link if you trust this folder)") from None
+            raise ConfigError(f"{self.path}: cannot open the run lock ({exc.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted as .lock
+            os.close(fd)
+            raise ConfigError(f"{self.path}: is not a regular file; remove it if you trust this folder")
+        return fd
 
     def release(self) -> None:
         if self._fd is None:

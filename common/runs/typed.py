@@ -176,9 +176,24 @@ def _decode(hint, value, *, origin: str):
     if typing.get_origin(inner) is tuple:
         args = typing.get_args(inner)
         item = args[0]
+        if isinstance(value, str):  # "2,2" or "" (the empty tuple), as typed on a command line
+            value = [_json_or_text(part) for part in value.split(",") if part.strip()]
+        elif not isinstance(value, list):
+            value = [value]  # one number: a one-element tuple
         return tuple(_decode(item, v, origin=origin) for v in value)
     if inner is Path:
         return Path(value)
-    if inner is float and isinstance(value, int):
+    if inner is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if inner in (int, float, bool, str) and (not isinstance(value, inner) or (inner is int and isinstance(value, bool))):
+        raise ConfigError(f"{origin}: {value!r} is not a {inner.__name__}")
     return value
+
+
+def _json_or_text(text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()
