@@ -67,16 +67,18 @@ def main(argv=None) -> int:
 def _forward_explain(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the trainer's own `explain` (common imports no deep-learning framework) in a child process."""
     from common.errors import ConfigError
+    from common.models import MODELS, by_package
     from common.runs.record import is_run_dir, read_record
 
     if not is_run_dir(args.run_dir):
         raise ConfigError(f"--run-dir {args.run_dir}: not a run directory (no config.json)")
-    model = read_record(args.run_dir).model
-    if args.device and model != "torch_resnet":
-        raise ConfigError(f"--device: only ResNet runs take it; {args.run_dir} was trained by {model}")
+    model = by_package(read_record(args.run_dir).model)
+    if args.device and not model.explain_device:
+        takes = [m.label for m in MODELS if m.explain_device]
+        raise ConfigError(f"--device: only {', '.join(takes)} runs take it; {args.run_dir} was trained by {model.package}")
     forwarded = list(argv)
     forwarded.remove("explain")
-    return subprocess.call([sys.executable, "-m", model, "explain", *forwarded])
+    return subprocess.call(model.command("explain", *forwarded))
 
 
 def _run(args: argparse.Namespace, passthrough: list[str]) -> None:

@@ -66,12 +66,12 @@ def plan_rows(device: str, shapes: tuple[int, ...], max_batch: int, steps: int, 
                             ("capacity", "--shape", str(shape), "--path", path, *common)))
         for flash in ("false", "true"):
             rows.append(Row(f"vit-{shape}-flash-{flash}", "tf_transformer.bench",
-                            ("--capacity", "--preset", "seed", "--shape", str(shape), "--flash", flash,
+                            ("--capacity", "--preset", "reference", "--shape", str(shape), "--flash", flash,
                              "--precision", "bf16" if device == "cuda" else "fp32", "--max-batch", str(max_batch),
                              "--steps", str(steps)), env))
     rows.append(Row(f"loader-{loader_shape}", "torch_resnet.bench",
                     ("loader", "--device", device, "--shape", str(loader_shape), "--preset",
-                     "seed" if device == "cuda" else "tiny", "--batch", "2", "--steps", str(loader_steps))))
+                     "reference" if device == "cuda" else "tiny", "--batch", "2", "--steps", str(loader_steps))))
     return rows
 
 

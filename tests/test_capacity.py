@@ -98,9 +98,9 @@ def test_resnet_plan_on_the_meta_device_equals_real_tensors():
     for checkpointing in (False, True):
         assert activation_bytes(config, checkpointing=checkpointing) == \
             activation_bytes(config, checkpointing=checkpointing, device="cpu")
-    plan = memory_plan(preset("seed").with_data(input_shape=(64, 64, 64), num_classes=3))
+    plan = memory_plan(preset("reference").with_data(input_shape=(64, 64, 64), num_classes=3))
     assert 0 < plan.checkpointed_bytes < plan.activation_bytes / 2
-    bigger = memory_plan(preset("seed").with_data(input_shape=(128, 128, 128), num_classes=3))
+    bigger = memory_plan(preset("reference").with_data(input_shape=(128, 128, 128), num_classes=3))
     assert 7 < bigger.activation_bytes / plan.activation_bytes < 9  # activations scale with voxels (8x)
     assert [row["off"] for row in bigger.batches.values()] == sorted(row["off"] for row in bigger.batches.values())
 
@@ -153,7 +153,7 @@ def test_flash_attention_removes_the_quadratic_term():
     from tf_transformer.config import preset
     from tf_transformer.memory import activation_elements
 
-    seed = preset("seed").with_data(input_shape=(192, 192, 192), num_classes=3)
+    seed = preset("reference").with_data(input_shape=(192, 192, 192), num_classes=3)
     assert seed.num_tokens == 8000
     saved = activation_elements(seed) - activation_elements(seed, flash_attention=True)
     assert saved == seed.num_blocks * (3 * seed.num_heads * 8000**2 - seed.num_heads * 8000)

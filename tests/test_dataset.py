@@ -153,6 +153,8 @@ def test_folder_source(tmp_path):
         (tmp_path / label).mkdir()
         for i in range(3):
             write_nifti(tmp_path / label / f"{label}{i}.nii", rng.normal(size=(6, 6, 6)))
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # a hidden folder is never a class
+    write_nifti(tmp_path / ".ipynb_checkpoints" / "cn0-checkpoint.nii", rng.normal(size=(6, 6, 6)))
     source = read_folder(tmp_path)
     assert source.classes == ["ad", "cn"] and len(source.samples) == 6
 

@@ -261,3 +261,34 @@ def test_report_html_shows_hostile_labels_and_titles_as_text(tmp_path):
     assert "<script>" not in page and "onerror=alert" not in page.replace("&lt;img src=x onerror=alert", "")
     assert "&lt;img src=x onerror=alert(document.domain)&gt;" in page
     assert "<title>&lt;script&gt;alert(&#x27;title&#x27;)&lt;/script&gt;</title>" in page
+
+
+def test_report_refuses_an_unfinished_run_and_the_same_run_twice(tmp_path):
+    from common.evaluation.report import build_report
+
+    done = _run(tmp_path / "done", model="tf_transformer")
+    unfinished = _run(tmp_path / "unfinished", outcome=False)  # continued with more epochs and killed
+    with pytest.raises(DataError, match=r"unfinished: unfinished run"):
+        build_report([done, unfinished], tmp_path / "out", n_resamples=10)
+    with pytest.raises(DataError, match="named twice"):
+        build_report([done, tmp_path / "x" / ".." / "done"], tmp_path / "out", n_resamples=10)
+    assert not (tmp_path / "out").exists()
+
+
+def test_summary_refuses_runs_whose_test_labels_disagree(tmp_path):
+    from common.evaluation.summary import summarise
+
+    a = _run(tmp_path / "a", model="tf_transformer")
+    b = _run(tmp_path / "b", y_flip=True)
+    with pytest.raises(DataError, match=r"disagree on the true class of 3 test sample\(s\)"):
+        summarise([a, b], n_resamples=10)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    from common.runs.options import run_command
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_command(interrupted) == 130
+    assert capsys.readouterr().err == "interrupted; rerun the same command to resume\n"

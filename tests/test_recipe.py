@@ -51,7 +51,7 @@ def test_recipe_preset_has_a_convolutional_stem_and_the_seed_stays_the_seed():
     names = [layer.name for layer in model.layers]
     assert "stem1_bn" in names and "block6_mlp_scale" in names and "block6_mlp_droppath" in names
     assert "block1_mlp_droppath" not in names  # rate 0 at the first block: no layer
-    for name in ("seed", "seed_literal", "small", "tiny"):
+    for name in ("reference", "reference_literal", "small", "tiny"):
         assert (PRESETS[name].layer_scale, PRESETS[name].drop_path, PRESETS[name].stem_norm) == (0.0, 0.0, False)
 
 

@@ -18,7 +18,7 @@ SEED_TAPS = (3, 6, 9, 12, 15, 18)
 @pytest.fixture(scope="module")
 def seed_model():
     # the seed preset at a reduced 40^3 input: 4^3 = 64 tokens, builds in seconds
-    return build_transformer(PRESETS["seed"].with_data(input_shape=(40, 40, 40), num_classes=3))
+    return build_transformer(PRESETS["reference"].with_data(input_shape=(40, 40, 40), num_classes=3))
 
 
 def test_seed_preset_layers_match_the_seed(seed_model):
@@ -54,28 +54,28 @@ def test_decoder_taps_are_blocks_3_6_9_12_15_18(seed_model):
 
 
 def test_token_count_comes_from_the_real_grid():
-    config = PRESETS["seed"]
+    config = PRESETS["reference"]
     assert config.num_tokens == 8000 and config.with_data(input_shape=(64,) * 3, num_classes=2).num_tokens == 343
     assert config.with_data(input_shape=(50, 60, 41), num_classes=2).token_grid == (5, 6, 5)
 
 
 def test_seed_literal_differs_only_in_stem_geometry_and_pooling():
-    seed, literal = PRESETS["seed"].to_dict(), PRESETS["seed_literal"].to_dict()
+    seed, literal = PRESETS["reference"].to_dict(), PRESETS["reference_literal"].to_dict()
     differing = {k for k in seed if seed[k] != literal[k]}
     assert differing == {"stem_kernels", "stem_strides", "pooling"}
     assert literal["stem_kernels"] == literal["stem_strides"] == (10, 10, 10, 10) and literal["pooling"] == "flatten"
-    assert PRESETS["seed_literal"].num_tokens == 1  # 192 -> 20 -> 2 -> 1 -> 1
+    assert PRESETS["reference_literal"].num_tokens == 1  # 192 -> 20 -> 2 -> 1 -> 1
 
 
 def test_summary_warns_below_two_tokens():
-    assert any("WARNING" in line for line in summary_lines(PRESETS["seed_literal"]))
-    assert not any("WARNING" in line for line in summary_lines(PRESETS["seed"]))
+    assert any("WARNING" in line for line in summary_lines(PRESETS["reference_literal"]))
+    assert not any("WARNING" in line for line in summary_lines(PRESETS["reference"]))
     one_token = preset("tiny", input_shape=(4, 4, 4))
     with pytest.warns(UserWarning, match="1 token"):
         build_transformer(one_token)
 
 
-@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"seed", "seed_literal"}))
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"reference", "reference_literal"}))
 def test_tiny_presets_give_finite_logits(name):
     config = PRESETS[name]
     model = build_transformer(config)
@@ -136,6 +136,6 @@ def test_one_training_step_under_each_backend(backend):
 
 def test_config_is_frozen_and_keyword_only():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        PRESETS["seed"].num_blocks = 3  # type: ignore[misc]
+        PRESETS["reference"].num_blocks = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         TransformerConfig((64, 64, 64))  # type: ignore[misc]

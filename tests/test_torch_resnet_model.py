@@ -7,17 +7,17 @@ from torch_resnet.model import ResBlock, build_resnet
 
 
 def test_seed_preset_flatten_size_is_55296_on_meta():
-    config = PRESETS["seed"].with_data(input_shape=(192, 192, 192), num_classes=3)
+    config = PRESETS["reference"].with_data(input_shape=(192, 192, 192), num_classes=3)
     assert config.flatten_features == 55296
     with torch.device("meta"):
         model = build_resnet(config)
         logits = model(torch.empty(2, 1, 192, 192, 192))
     assert model.head[1].in_features == 55296 and logits.shape == (2, 3)
-    assert PRESETS["seed"].filters == 32 and PRESETS["seed"].input_shape == (192, 192, 192)
+    assert PRESETS["reference"].filters == 32 and PRESETS["reference"].input_shape == (192, 192, 192)
 
 
 def test_193_cube_also_gives_55296():
-    assert PRESETS["seed"].with_data(input_shape=(193,) * 3, num_classes=2).flatten_features == 55296
+    assert PRESETS["reference"].with_data(input_shape=(193,) * 3, num_classes=2).flatten_features == 55296
 
 
 def _conv_signature(conv: nn.Conv3d):
@@ -25,7 +25,7 @@ def _conv_signature(conv: nn.Conv3d):
 
 
 def test_layer_sequence_matches_the_seed():
-    model = build_resnet(PRESETS["seed"])
+    model = build_resnet(PRESETS["reference"])
     stem = list(model.stem)
     assert [type(m) for m in stem] == [nn.Conv3d, nn.MaxPool3d, nn.BatchNorm3d, nn.ReLU]
     assert _conv_signature(stem[0]) == (1, 32, (3, 3, 3), (1, 1, 1), (1, 1, 1))
@@ -111,7 +111,7 @@ def test_options_are_keyword_only():
 def test_mean_pooling_shares_the_head_over_positions_and_the_seed_keeps_flatten():
     """pooling="mean" (global average pooling, not the seed's): F = filters, and the logits do not change
     when the feature grid is permuted, whereas the seed's flatten head gives every position its own weights."""
-    assert PRESETS["seed"].pooling == "flatten"
+    assert PRESETS["reference"].pooling == "flatten"
     torch.manual_seed(0)
     seed_form = ResNetConfig(input_shape=(32, 32, 32), filters=4, hidden_units=8)  # a 2^3 grid after pooling
     config = ResNetConfig(input_shape=(32, 32, 32), filters=4, hidden_units=8, pooling="mean")
@@ -125,5 +125,136 @@ def test_mean_pooling_shares_the_head_over_positions_and_the_seed_keeps_flatten(
     grid = torch.randn(2, config.filters, *[2 * n for n in seed_like.config.pooled_shape])
     assert not torch.allclose(seed_like.head(seed_like.pool(grid)),
                               seed_like.head(seed_like.pool(torch.flip(grid, dims=(2, 3, 4)))), atol=1e-4)
-    with pytest.raises(Exception, match="pooling 'max'"):
-        preset("tiny", pooling="max")
+    with pytest.raises(Exception, match="pooling 'median'"):
+        preset("tiny", pooling="median")
+
+
+def test_old_preset_names_still_work_with_a_notice(capsys):
+    from dataclasses import replace
+
+    from conftest import fake_record
+
+    from common.runs.options import Parser, add_training_arguments
+
+    assert preset("seed") == PRESETS["reference"]
+    assert "preset 'seed' is now called 'reference'" in capsys.readouterr().err
+    parser = Parser()
+    add_training_arguments(parser, presets=PRESETS, default_preset="small")
+    assert parser.parse_args(["--preset", "seed"]).preset == "reference"
+    old_run = replace(fake_record(), preset="seed").identity()
+    assert old_run.fields()["preset"] == "reference"  # a run recorded under the old name still resumes
+    assert "seed" not in PRESETS and "seed_literal" not in PRESETS
+
+
+# ---- the ResNet recipe (issue 25): every element a config field, all off in `reference` ----------
+RECIPE_FIELDS = ("branch_relu", "zero_init_residual", "kaiming_init", "conv_bias", "stem_strides", "avg_down",
+                 "drop_path")
+
+
+def test_reference_keeps_every_recipe_element_off_and_the_recipe_presets_have_them_all():
+    default = ResNetConfig()
+    for name in ("reference", "small", "tiny"):
+        assert all(getattr(PRESETS[name], f) == getattr(default, f) for f in RECIPE_FIELDS), name
+    assert (default.branch_relu, default.zero_init_residual, default.kaiming_init, default.conv_bias,
+            default.stem_strides, default.avg_down, default.drop_path) == (True, False, False, True, (), False, 0.0)
+    for name in ("small_recipe", "reference_recipe"):
+        config = PRESETS[name]
+        assert not config.branch_relu and config.zero_init_residual and config.kaiming_init and not config.conv_bias
+        assert config.stem_strides and config.avg_down and config.drop_path > 0 and config.pooling == "mean"
+
+
+def test_post_activation_block_lets_the_branch_subtract():
+    torch.manual_seed(0)
+    block = ResBlock(2, 2, downsample=False, branch_relu=False).eval()
+    x = torch.randn(1, 2, 4, 4, 4)
+    branch = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
+    assert (branch < 0).any()
+    assert torch.allclose(block(x), torch.relu(branch + x))  # torchvision's order: no ReLU before the add
+
+
+def recipe(**overrides) -> ResNetConfig:
+    return preset("small_recipe", **overrides).with_data(input_shape=(32, 32, 32), num_classes=2)
+
+
+def test_zero_init_residual_makes_every_block_start_as_its_shortcut():
+    torch.manual_seed(0)
+    model = build_resnet(recipe(drop_path=0.0)).eval()
+    x = torch.rand(1, 16, 8, 8, 8)  # non-negative, as after a ReLU
+    identity_block = model.stages["layer2"][1]
+    assert torch.equal(identity_block.bn2.weight, torch.zeros(16))
+    assert torch.allclose(identity_block(x), x)  # ReLU(0 + x) = x
+    down = model.stages["layer4"][0]
+    assert torch.allclose(down(x), torch.relu(down.shortcut(x)))
+    assert not torch.equal(build_resnet(recipe(zero_init_residual=False)).stages["layer2"][1].bn2.weight,
+                           torch.zeros(16))
+
+
+def test_kaiming_init_and_no_conv_bias():
+    torch.manual_seed(0)
+    model = build_resnet(recipe())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
+    assert convs and all(c.bias is None for c in convs)
+    conv = model.stages["layer3"][0].conv1  # 16 -> 16 channels, 3^3: fan_out = 16 * 27
+    assert conv.weight.std().item() == pytest.approx((2 / (16 * 27)) ** 0.5, rel=0.1)
+    torch.manual_seed(0)
+    default = build_resnet(recipe(kaiming_init=False, conv_bias=True)).stages["layer3"][0].conv1
+    assert default.bias is not None and default.weight.std().item() < 0.7 * conv.weight.std().item()
+
+
+@pytest.mark.parametrize("strides, grid", [((), (33, 33, 33)), ((2,), (16, 16, 16)), ((2, 2), (8, 8, 8)),
+                                           ((2, 1), (16, 16, 16))])
+def test_stem_strides_set_the_grid_of_the_stages(strides, grid):
+    config = recipe(stem_strides=strides)
+    assert config.stage_shape == grid
+    model = build_resnet(config).eval()
+    assert model.stem(torch.zeros(1, 1, 32, 32, 32)).shape[2:] == grid
+    convs = [m for m in model.stem if isinstance(m, nn.Conv3d)]
+    assert [c.stride[0] for c in convs] == (list(strides) or [1])
+
+
+def test_strided_stem_makes_64_cube_cheaper_than_small_at_32():
+    from torch_resnet.model import flops_per_sample
+
+    small_32 = flops_per_sample(preset("small").with_data(input_shape=(32, 32, 32), num_classes=2))
+    recipe_64 = flops_per_sample(preset("small_recipe").with_data(input_shape=(64, 64, 64), num_classes=2))
+    assert recipe_64 <= small_32
+
+
+def test_avg_down_shortcut_reads_every_voxel_of_each_cell():
+    block = ResBlock(1, 1, downsample=True, avg_down=True).eval()
+    plain = ResBlock(1, 1, downsample=True).eval()
+    x = torch.zeros(1, 1, 4, 4, 4)
+    x[0, 0, 1, 1, 1] = 1.0  # a voxel the stride-2 1^3 convolution never reads
+    assert block.shortcut(x)[0, 0, 0, 0, 0] != block.shortcut(torch.zeros_like(x))[0, 0, 0, 0, 0]
+    assert plain.shortcut(x)[0, 0, 0, 0, 0] == plain.shortcut(torch.zeros_like(x))[0, 0, 0, 0, 0]
+    assert block.shortcut(torch.zeros(1, 1, 5, 7, 9)).shape[2:] == (3, 4, 5)  # ceil(n / 2), as the main path
+
+
+def test_drop_path_grows_over_blocks_drops_whole_samples_in_training_and_is_identity_in_eval():
+    from torch_resnet.model import DropPath
+
+    model = build_resnet(recipe(drop_path=0.2))
+    rates = [b.drop_path.p if isinstance(b.drop_path, DropPath) else 0.0 for s in model.stages.values() for b in s]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2) and rates == sorted(rates)
+    drop = DropPath(0.5).train()
+    torch.manual_seed(0)
+    out = drop(torch.ones(64, 2, 2, 2, 2))
+    per_sample = out.flatten(1)
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}  # whole samples dropped, the rest scaled by 1/(1-p)
+    assert all(len(row.unique()) == 1 for row in per_sample)
+    assert torch.equal(drop.eval()(torch.ones(3, 2)), torch.ones(3, 2))
+
+
+@pytest.mark.parametrize("pooling, features", [("mean", 16), ("max", 16), ("mean_max", 32)])
+def test_global_pooling_heads(pooling, features):
+    config = recipe(pooling=pooling)
+    assert config.flatten_features == features
+    model = build_resnet(config).eval()
+    assert model.head[1].in_features == features and model(torch.randn(2, 1, 32, 32, 32)).shape == (2, 2)
+
+
+def test_an_old_checkpoint_config_without_the_recipe_fields_is_the_reference_network():
+    from torch_resnet.checkpoints import model_config_of
+
+    old = {k: v for k, v in PRESETS["small"].to_dict().items() if k not in RECIPE_FIELDS}
+    assert model_config_of({"model_config": old}) == PRESETS["small"]

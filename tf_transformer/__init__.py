@@ -1,4 +1,4 @@
-"""The seed's transformer (DESIGN.md section 1) as a Keras 3 functional model, with its training and prediction.
+"""The seed's transformer (docs/design.md section 2) as a Keras 3 functional model, with its training and prediction.
 
 Model code uses only keras.layers / keras.ops: it runs under KERAS_BACKEND=tensorflow (default), torch or jax.
 """

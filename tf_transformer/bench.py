@@ -1,4 +1,4 @@
-"""Transformer benchmark: training throughput of the `seed` preset under one backend configuration.
+"""Transformer benchmark: training throughput of the `reference` preset under one backend configuration.
 
 Run once per configuration (the Keras backend is fixed per process); `make bench` runs them all:
 
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 DEFAULT_BATCH = 4  # throughput; --capacity searches for its batch unless --batch is given
-SUITE_SIZES = {"full": {"preset": "seed", "shape": 64, "batch": 4, "steps": 4, "explain": [32, 64]},
+SUITE_SIZES = {"full": {"preset": "reference", "shape": 64, "batch": 4, "steps": 4, "explain": [32, 64]},
                "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2, "explain": [16]}}
 SUITE_CONFIGS = [  # (label, backend, precision, jit_compile)
     ("TensorFlow fp32 (tf.function, no XLA)", "tensorflow", "fp32", "false"),
@@ -73,7 +73,7 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
 
 
 def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: int, batch: int | None,
-             preset_name: str = "seed") -> dict:
+             preset_name: str = "reference") -> dict:
     """The largest batch of the transformer at `shape`^3 that trains (bounded search; out-of-memory is a
     "does not fit"), then samples/s and peak memory. Flash attention needs attention dropout 0 in Keras,
     so the flash rows train that variant of the preset."""
@@ -121,7 +121,7 @@ def plan(shape: int) -> dict:
     from tf_transformer.config import preset
     from tf_transformer.memory import memory_plan
 
-    return memory_plan(preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)).to_dict()
+    return memory_plan(preset("reference").with_data(input_shape=(shape,) * 3, num_classes=3)).to_dict()
 
 
 def explain_speed(shape: int, preset_name: str) -> dict:
@@ -168,7 +168,7 @@ def suite(quick: bool, json_dir: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tf_transformer.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--preset", default="reference")
     parser.add_argument("--shape", type=int, default=64)
     parser.add_argument("--batch", type=int, help=f"batch size (default {DEFAULT_BATCH}; --capacity: skip the search)")
     parser.add_argument("--steps", type=int, default=4)

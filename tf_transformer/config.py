@@ -1,4 +1,4 @@
-"""Transformer configuration and the preset registry (DESIGN.md section 1, decisions 1-4)."""
+"""Transformer configuration and the preset registry (docs/design.md section 2, decisions 1-4)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from common.errors import ConfigError
+from common.runs.presets import canonical_preset
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,7 +16,7 @@ class TransformerConfig:
     num_classes: int = 2  # N, from the data
     # Stem: one Conv3D per stage, 'same' padding, ReLU. The seed's projection_dim x 8, 4, 2, 1.
     stem_filters: tuple[int, ...] = (2048, 1024, 512, 256)
-    stem_kernels: tuple[int, ...] = (10, 1, 1, 1)  # `seed`: stage 1 patchifies, 2-4 are pointwise
+    stem_kernels: tuple[int, ...] = (10, 1, 1, 1)  # `reference`: stage 1 patchifies, 2-4 are pointwise
     stem_strides: tuple[int, ...] = (10, 1, 1, 1)
     num_blocks: int = 18
     num_heads: int = 4
@@ -30,7 +31,7 @@ class TransformerConfig:
     # Decoder BatchNorm momentum. Keras' default 0.99 lets the running statistics lag for the few
     # hundred steps of a small-data run (huge early val loss); 0.9 is PyTorch's equivalent default.
     batchnorm_momentum: float = 0.9
-    # The small-data recipe (tf_transformer/recipe_layers.py; all off in `seed` / `seed_literal`):
+    # The small-data recipe (tf_transformer/recipe_layers.py; all off in `reference` / `reference_literal`):
     layer_scale: float = 0.0  # LayerScale initial gain on each residual branch (CaiT: 0.1 for <= 18 blocks); 0: off
     drop_path: float = 0.0  # stochastic depth of the last block, linear from 0 at the first (DeiT: 0.1)
     stem_norm: bool = False  # Conv3D -> BatchNorm -> ReLU in the stem (the convolutional stem of Xiao et al. 2021)
@@ -90,10 +91,10 @@ class TransformerConfig:
 
 
 PRESETS: dict[str, TransformerConfig] = {
-    # DESIGN.md decision 1: stage 1 patchifies 10^3 patches, stages 2-4 project each token 2048->1024->512->256.
-    "seed": TransformerConfig(),
+    # docs/design.md section 2, decision 1: stage 1 patchifies 10^3 patches, stages 2-4 project each token 2048->1024->512->256.
+    "reference": TransformerConfig(),
     # The seed's text verbatim: kernel = stride = 10 in all four stages, flatten pooling (a large GPU's job).
-    "seed_literal": TransformerConfig(stem_kernels=(10, 10, 10, 10), stem_strides=(10, 10, 10, 10), pooling="flatten"),
+    "reference_literal": TransformerConfig(stem_kernels=(10, 10, 10, 10), stem_strides=(10, 10, 10, 10), pooling="flatten"),
     # CPU-sized: 8^3 patches of a 32^3 volume = 64 tokens of 64 features, 6 blocks.
     "small": TransformerConfig(input_shape=(32, 32, 32), stem_filters=(128, 64), stem_kernels=(8, 1),
                                stem_strides=(8, 1), num_blocks=6, num_heads=4, key_dim=16, mlp_units=(128, 64),
@@ -112,6 +113,7 @@ PRESETS: dict[str, TransformerConfig] = {
 
 
 def preset(name: str, **overrides) -> TransformerConfig:
+    name = canonical_preset(name)
     if name not in PRESETS:
         raise ConfigError(f"preset '{name}' is not one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)

@@ -1,4 +1,4 @@
-"""Layers of the small-data transformer recipe (all off in the `seed` presets), registered for safe loading.
+"""Layers of the small-data transformer recipe (all off in the `reference` presets), registered for safe loading.
 
     LayerScale  (CaiT, Touvron et al. 2021): a learned per-channel gain on each residual branch,
                 initialised small (0.1 for <= 18 blocks), so deep stacks start close to identity.

@@ -1,4 +1,4 @@
-"""The seed's 3D ResNet (DESIGN.md section 2) as a PyTorch nn.Module, with its training and prediction."""
+"""The seed's 3D ResNet (docs/design.md section 3) as a PyTorch nn.Module, with its training and prediction."""
 
 from torch_resnet.config import PRESETS, ResNetConfig
 from torch_resnet.model import ResNet3D, build_resnet

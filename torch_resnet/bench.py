@@ -58,7 +58,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
 
 
 def _setup(shape: int, batch: int, precision: str, channels_last: bool, compile_model: bool, *, checkpointing=False):
-    config = preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)
+    config = preset("reference").with_data(input_shape=(shape,) * 3, num_classes=3)
     return config, synthetic_training_step(config, batch_size=batch, precision=precision, channels_last=channels_last,
                                            compile_model=compile_model, activation_checkpointing=checkpointing)
 
@@ -104,7 +104,7 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
 
     torch_device = torch.device(device)
     precision, channels_last, compile_model = CAPACITY_PATHS[path]
-    config = preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)
+    config = preset("reference").with_data(input_shape=(shape,) * 3, num_classes=3)
 
     def make_step(batch_size: int):
         return synthetic_training_step(config, batch_size=batch_size, precision=precision,
@@ -122,7 +122,7 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
     if batch is None:
         search = largest_batch(fits, max_batch)
         batch = search.largest
-    result = {"model": "torch_resnet", "preset": "seed", "shape": shape, "path": path, "precision": precision,
+    result = {"model": "torch_resnet", "preset": "reference", "shape": shape, "path": path, "precision": precision,
               "channels_last": channels_last, "compile": compile_model, "device": device,
               "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "CPU",
               "search": search.to_dict() if search else None, "batch": batch, "torch": torch.__version__}
@@ -175,7 +175,7 @@ def plan(shape: int) -> dict:
     """The seed ResNet's training memory at `shape`^3 on paper and the batch per GPU size."""
     from torch_resnet.memory import memory_plan
 
-    return memory_plan(preset("seed").with_data(input_shape=(shape,) * 3, num_classes=3)).to_dict()
+    return memory_plan(preset("reference").with_data(input_shape=(shape,) * 3, num_classes=3)).to_dict()
 
 
 class _InMemory:
@@ -328,7 +328,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="capacity, loader: cpu or cuda")
     parser.add_argument("--path", choices=tuple(CAPACITY_PATHS), default="fast", help="capacity: the training path")
     parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
-    parser.add_argument("--preset", default="seed", help="loader, compile, explain: the ResNet preset")
+    parser.add_argument("--preset", default="reference", help="loader, compile, explain: the ResNet preset")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compile: autocast precision")
     parser.add_argument("--channels-last", action="store_true", help="compile: channels_last_3d layout")
     parser.add_argument("--cache-dir", type=Path, help="loader: a cache root to reuse (default: a temporary one)")

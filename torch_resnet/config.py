@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from common.errors import ConfigError
+from common.runs.presets import canonical_preset
 
-POOLINGS = ("flatten", "mean")
+POOLINGS = ("flatten", "mean", "max", "mean_max")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,13 +18,15 @@ class ResNetConfig:
     filters: int = 32  # every conv of the seed has 32 filters
     # Seed "layers" 2..11 are the ten stages of two blocks; these begin with a Downsample block.
     downsample_layers: tuple[int, ...] = (4, 7, 10)
-    hidden_units: int = 256  # the seed's MLP: F -> 256 -> 256 -> N
+    hidden_units: int = 256  # the seed's MLP: F -> 256 -> 256 -> N; 0: one Linear(F, N), torchvision's fc
     # "flatten": the seed's head, AvgPool3d(2) then Flatten, so the MLP has weights per position (F above).
     # "mean": global average pooling over the grid (torchvision's ResNets): F = filters and one set of
     # weights for every position. Not the default of any preset (README "Models": measured on the demo).
+    # "max": global max pooling (a finding anywhere in the volume decides); "mean_max": both, concatenated
+    # (F = 2 x filters), as fastai's concat pooling.
     pooling: str = "flatten"
-    # The training recipe of the ResNet (issue 25; every element off in `seed` / `seed_literal`, which
-    # stay the reference network, and each switchable with --model KEY=VALUE for the ablation):
+    # The training recipe of the ResNet (issue 25; every element off in `reference`, which
+    # stays the seed's network, and each switchable with --model KEY=VALUE for the ablation):
     # branch_relu: the reference block's ReLU on the residual branch before the add. False: torchvision's
     # post-activation block, relu(bn2(conv2(.)) + shortcut), so the branch can also subtract.
     branch_relu: bool = True
@@ -39,6 +42,9 @@ class ResNetConfig:
     # resolution; otherwise one 3^3 Conv -> BN -> ReLU per entry with that stride (e.g. (2, 2): 64^3 -> 16^3),
     # so the ten stages run on a grid 2^len(stem) smaller per axis.
     stem_strides: tuple[int, ...] = ()
+    # avg_down: the Downsample shortcut averages each 2^3 cell before its 1^3 convolution (ResNet-D, He et al.
+    # 2019, "Bag of tricks") instead of the reference's stride-2 1^3 convolution, which reads one voxel in 8.
+    avg_down: bool = False
     # drop_path: stochastic depth of the residual branch, linear from 0 in the first block to this in the
     # last (Huang et al. 2016); 0: off.
     drop_path: float = 0.0
@@ -57,9 +63,11 @@ class ResNetConfig:
             raise ConfigError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling '{self.pooling}': must be one of {POOLINGS}")
-        for name in ("in_channels", "filters", "hidden_units"):
+        for name in ("in_channels", "filters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} {getattr(self, name)}: must be >= 1")
+        if self.hidden_units < 0:
+            raise ConfigError(f"hidden_units {self.hidden_units}: must be >= 0 (0: a linear classifier)")
         if any(not 2 <= layer <= 11 for layer in self.downsample_layers):
             raise ConfigError(f"downsample_layers {self.downsample_layers}: seed layers are numbered 2..11")
         pooled = self.pooled_shape
@@ -95,14 +103,16 @@ class ResNetConfig:
     @property
     def pooled_shape(self) -> tuple[int, int, int]:
         """Spatial grid the head flattens: AvgPool3d(2) of the features (floor), or one position for mean pooling."""
-        if self.pooling == "mean":
+        if self.pooling != "flatten":
             return (1, 1, 1)
         return tuple(n // 2 for n in self.feature_shape)
 
     @property
     def flatten_features(self) -> int:
         """F: 32 x 12^3 = 55296 for the seed's 192^3 input; the filter count with global mean pooling."""
-        if self.pooling == "mean":
+        if self.pooling == "mean_max":
+            return 2 * self.filters
+        if self.pooling in ("mean", "max"):
             return self.filters
         d, h, w = self.pooled_shape
         return self.filters * d * h * w
@@ -116,21 +126,22 @@ class ResNetConfig:
 
 # Every element of the ResNet recipe (the fields after `pooling` above), for the recipe presets.
 RECIPE = dict(branch_relu=False, zero_init_residual=True, kaiming_init=True, conv_bias=False, stem_strides=(2, 2),
-              pooling="mean", drop_path=0.1)
+              pooling="mean", avg_down=True, drop_path=0.1)
 
 PRESETS: dict[str, ResNetConfig] = {
-    "seed": ResNetConfig(),  # exactly the seed: 32 filters, 192^3, N from the data
+    "reference": ResNetConfig(),  # exactly the seed: 32 filters, 192^3, N from the data
     "small": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64),  # CPU demo and real-data CPU runs
     # The recipe at CPU size: a 4x strided stem makes the stages run on a 16^3 grid for a 64^3 volume, which
     # pays for twice `small`'s width (README "Models": cost and accuracy measured against `small`).
     "small_recipe": ResNetConfig(input_shape=(64, 64, 64), filters=16, hidden_units=64, **RECIPE),
     # The recipe at the reference's width, for GPUs.
-    "seed_recipe": ResNetConfig(filters=32, **RECIPE),
+    "reference_recipe": ResNetConfig(filters=32, **RECIPE),
     "tiny": ResNetConfig(input_shape=(16, 16, 16), filters=4, hidden_units=16),  # unit tests
 }
 
 
 def preset(name: str, **overrides) -> ResNetConfig:
+    name = canonical_preset(name)
     if name not in PRESETS:
         raise ConfigError(f"preset '{name}' is not one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)

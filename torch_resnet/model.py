@@ -1,4 +1,4 @@
-"""The seed's 3D ResNet (DESIGN.md section 2) and its training recipe (config fields after `pooling`).
+"""The seed's 3D ResNet (docs/design.md section 3) and its training recipe (config fields after `pooling`).
 
     stem:      Conv3d(C, 32, 3, 1, 1) -> MaxPool3d(2, 1, 1) -> BatchNorm3d -> ReLU     # (B, 32, D+1, H+1, W+1)
                (stem_strides=(2, 2): [Conv3d(3, s2, p1) -> BN -> ReLU] x 2            # (B, 32, D/4, H/4, W/4))
@@ -45,7 +45,7 @@ class ResBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, downsample: bool, branch_relu: bool = True,
-                 conv_bias: bool = True, drop_path: float = 0.0):
+                 conv_bias: bool = True, avg_down: bool = False, drop_path: float = 0.0):
         super().__init__()
         stride = 2 if downsample else 1
         self.branch_relu = branch_relu
@@ -55,7 +55,11 @@ class ResBlock(nn.Module):
         self.bn2 = nn.BatchNorm3d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
-        if downsample:
+        if downsample and avg_down:  # ceil_mode: the same ceil(n / 2) grid as the stride-2 main path
+            self.shortcut = nn.Sequential(
+                nn.AvgPool3d(kernel_size=2, stride=2, ceil_mode=True, count_include_pad=False),
+                nn.Conv3d(in_channels, out_channels, kernel_size=1, bias=conv_bias), nn.BatchNorm3d(out_channels))
+        elif downsample:
             self.shortcut = nn.Sequential(
                 nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=2, padding=0, bias=conv_bias),
                 nn.BatchNorm3d(out_channels))
@@ -90,6 +94,32 @@ def build_stem(config: ResNetConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class MeanMaxPool(nn.Module):
+    """(B, C, d, h, w) -> (B, 2C, 1, 1, 1): global mean and global max, concatenated."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3, 4), keepdim=True), x.amax(dim=(2, 3, 4), keepdim=True)], dim=1)
+
+
+def build_pool(pooling: str) -> nn.Module:
+    return {"flatten": lambda: nn.AvgPool3d(kernel_size=2), "mean": lambda: nn.AdaptiveAvgPool3d(1),
+            "max": lambda: nn.AdaptiveMaxPool3d(1), "mean_max": MeanMaxPool}[pooling]()
+
+
+def build_head(config: ResNetConfig) -> nn.Sequential:
+    """Flatten -> the seed's MLP F -> hidden -> hidden -> N (ReLU between), or Linear(F, N) when hidden_units=0."""
+    if config.hidden_units == 0:
+        return nn.Sequential(nn.Flatten(), nn.Linear(config.flatten_features, config.num_classes))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(config.flatten_features, config.hidden_units),
+        nn.ReLU(inplace=True),
+        nn.Linear(config.hidden_units, config.hidden_units),
+        nn.ReLU(inplace=True),
+        nn.Linear(config.hidden_units, config.num_classes),
+    )
+
+
 class ResNet3D(nn.Module):
     def __init__(self, config: ResNetConfig, *, activation_checkpointing: bool = False):
         super().__init__()
@@ -99,22 +129,15 @@ class ResNet3D(nn.Module):
         self.stem = build_stem(config)
         # Stochastic depth grows linearly over the 20 blocks: 0 in the first, drop_path in the last.
         rates = iter(config.drop_path * i / 19 for i in range(20))
-        block = dict(branch_relu=config.branch_relu, conv_bias=config.conv_bias)
+        block = dict(branch_relu=config.branch_relu, conv_bias=config.conv_bias, avg_down=config.avg_down)
         self.stages = nn.ModuleDict({
             f"layer{n}": nn.Sequential(
                 ResBlock(f, f, downsample=n in config.downsample_layers, drop_path=next(rates), **block),
                 ResBlock(f, f, downsample=False, drop_path=next(rates), **block))
             for n in range(2, 12)
         })
-        self.pool = nn.AvgPool3d(kernel_size=2) if config.pooling == "flatten" else nn.AdaptiveAvgPool3d(1)
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(config.flatten_features, config.hidden_units),
-            nn.ReLU(inplace=True),
-            nn.Linear(config.hidden_units, config.hidden_units),
-            nn.ReLU(inplace=True),
-            nn.Linear(config.hidden_units, config.num_classes),
-        )
+        self.pool = build_pool(config.pooling)
+        self.head = build_head(config)
         if config.kaiming_init:
             for module in self.modules():
                 if isinstance(module, nn.Conv3d):

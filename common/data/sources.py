@@ -160,7 +160,8 @@ def read_folder(root: Path, *, classes: Sequence[str] | None = None) -> Source:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     samples = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    # Hidden folders (.ipynb_checkpoints, .git, .DS_Store's kin) are never classes.
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(class_dir.iterdir()):
             if is_nifti_path(path):
                 sample_id = strip_nifti_suffix(path.name)

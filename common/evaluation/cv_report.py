@@ -33,11 +33,10 @@ from common.evaluation.report import (
     to_html,
     write_figures,
 )
-from common.runs.cv import MODEL_COMMANDS, read_plan
+from common.models import by_name
+from common.runs.cv import read_plan
 from common.runs.record import data_identity, read_record
 from common.runs.rundir import Predictions, read_predictions
-
-MODEL_TITLES = {"resnet": "ResNet", "transformer": "Transformer"}
 
 
 def corrected_resampled_t_test(differences: np.ndarray, test_train_ratio: float) -> dict:
@@ -56,7 +55,7 @@ class CVModel:
     """One model's runs of a cross-validation: their test metrics and the pooled out-of-fold predictions."""
 
     def __init__(self, root: Path, plan, model: str, label: str | None = None):
-        self.root, self.plan, self.name, self.label = Path(root), plan, model, label or MODEL_TITLES[model]
+        self.root, self.plan, self.name, self.label = Path(root), plan, model, label or by_name(model).label
         self.runs = {}  # (fold, seed) -> (record, test Predictions)
         for fold in range(plan.folds):
             for seed in plan.seeds:
@@ -122,9 +121,9 @@ def load_cv_models(roots: list[Path]) -> tuple[object, list[CVModel]]:
             raise DataError(f"{root}: {plan.folds} folds, seeds {list(plan.seeds)}; {roots[0]} has "
                             f"{plans[0].folds} folds, seeds {list(plans[0].seeds)}: not comparable")
     entries = [(root, plan, m) for root, plan in zip(roots, plans) for m in plan.models]
-    titles = [MODEL_TITLES[m] for _, _, m in entries]
-    models = [CVModel(root, plan, m, MODEL_TITLES[m] if titles.count(MODEL_TITLES[m]) == 1
-                      else f"{MODEL_TITLES[m]} ({root.name})") for root, plan, m in entries]
+    titles = [by_name(m).label for _, _, m in entries]
+    models = [CVModel(root, plan, m, by_name(m).label if titles.count(by_name(m).label) == 1
+                      else f"{by_name(m).label} ({root.name})") for root, plan, m in entries]
     hashes = {data_identity(r.data) for m in models for r, _ in m.runs.values()}
     if len(hashes) != 1:
         raise DataError(f"{', '.join(map(str, roots))}: runs on different data (content hashes {sorted(hashes)})")
@@ -167,7 +166,7 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
         root_plan = plans[root]
         parts += [(f"Trainer options{f' (`{root}`)' if len(roots) > 1 else ''}: "
                    f"`{' '.join(root_plan.common_args) or '(defaults)'}`"
-                   + "".join(f"; {MODEL_TITLES[m]} only: `{' '.join(a)}`" for m, a in root_plan.model_args.items()
+                   + "".join(f"; {by_name(m).label} only: `{' '.join(a)}`" for m, a in root_plan.model_args.items()
                              if a)), ""]
     parts += [data_section(pooled_runs).replace(f"split hash `{first_record.data.split_hash}` "
                                                 f"({first_record.data.split_method})", "one split per fold"), ""]
@@ -237,5 +236,5 @@ def cv_folders_among(paths: list[Path]) -> list[Path]:
     return folders
 
 
-__all__ = ["MODEL_COMMANDS", "build_cv_report", "corrected_resampled_t_test", "cv_folders_among", "is_cv_folder",
+__all__ = ["build_cv_report", "corrected_resampled_t_test", "cv_folders_among", "is_cv_folder",
            "load_cv_models"]

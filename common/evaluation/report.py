@@ -20,14 +20,14 @@ from common.data.sources import is_medmnist_file
 from common.errors import DataError
 from common.evaluation.metrics import compute_metrics, learning_failure
 from common.evaluation.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
+from common.models import PACKAGES, by_package
 from common.runs.record import RunRecord, data_identity, is_run_dir, read_record
 from common.runs.rundir import Predictions, read_history, read_predictions
 
-MODEL_LABELS = {"tf_transformer": "Transformer", "torch_resnet": "ResNet"}
 SUMMARY_METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
                    ("roc_auc", "ROC AUC"), ("log_loss", "log loss"))
 SEED_REFERENCE = """\
-For reference only, the seed lab's own figures (DESIGN.md sections 1-2). They come from **another dataset**
+For reference only, the seed lab's own figures (docs/design.md sections 2-3). They come from **another dataset**
 (the lab's brain MRI at 192^3, on A100 GPUs, with its own split) and are not comparable with the numbers above.
 
 | seed model | reported |
@@ -61,16 +61,24 @@ def find_latest_runs(runs_root: Path) -> list[Path]:
             continue  # unfinished run
         if record.model not in latest or record.created > latest[record.model][0]:
             latest[record.model] = (record.created, run_dir)
-    return [latest[m][1] for m in ("tf_transformer", "torch_resnet") if m in latest]
+    return [latest[m][1] for m in PACKAGES if m in latest]
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
     if not paths:
         raise DataError("no finished run directories to report on (train a model first, or name run directories)")
     runs = []
+    seen: dict[Path, Path] = {}
     for path in paths:
+        if Path(path).resolve() in seen:
+            raise DataError(f"{path}: named twice (also as {seen[Path(path).resolve()]}); a report compares "
+                            "different runs")
+        seen[Path(path).resolve()] = Path(path)
         record = read_record(path)
-        runs.append(Run(Path(path), MODEL_LABELS[record.model], record, read_predictions(Path(path) / "predictions.csv"),
+        if record.outcome is None:
+            raise DataError(f"{path}: unfinished run (a training started or continued there did not finish); "
+                            "rerun its training command to finish it, or leave it out")
+        runs.append(Run(Path(path), by_package(record.model).label, record, read_predictions(Path(path) / "predictions.csv"),
                         read_history(path) if (Path(path) / "history.csv").is_file() else []))
     labels = [r.label for r in runs]
     for run in runs:
@@ -103,11 +111,21 @@ def check_same_test_set(runs: list[Run]) -> None:
                 "compare runs made on the same data and split")
         if run.predictions.classes != first.predictions.classes:
             raise DataError(f"runs have different classes: {first.predictions.classes} vs {run.predictions.classes}")
-        truth = dict(zip(first.split("test").sample_ids, first.split("test").y_true))
-        test = run.split("test")
-        disagree = [s for s, y in zip(test.sample_ids, test.y_true) if truth[s] != y]
+    check_true_classes_agree([(run.path, run.split("test")) for run in runs])
+
+
+def check_true_classes_agree(named: list[tuple[Path, Predictions]]) -> None:
+    """Every sample id has one true class across the runs' predictions, else refuse: not the same data."""
+    truth: dict[str, tuple[int, Path]] = {}
+    for path, predictions in named:
+        disagree, other = [], None
+        for sample, y in zip(predictions.sample_ids, predictions.y_true):
+            first_y, first_path = truth.setdefault(sample, (y, path))
+            if first_y != y:
+                disagree.append(sample)
+                other = other or first_path
         if disagree:
-            raise DataError(f"{run.path} and {first.path} disagree on the true class of {len(disagree)} test "
+            raise DataError(f"{path} and {other} disagree on the true class of {len(disagree)} test "
                             f"sample(s), e.g. {disagree[:5]}: not the same data")
 
 

@@ -27,7 +27,8 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.errors import DataError
 from common.evaluation.metrics import compute_metrics
-from common.evaluation.report import MODEL_LABELS
+from common.evaluation.report import check_true_classes_agree
+from common.models import by_package
 from common.runs.record import data_identity, read_record
 from common.runs.rundir import read_predictions
 from common.runs.typed import to_jsonable
@@ -59,7 +60,7 @@ def _label(entry: dict, entries) -> str:
     not tell them apart either, with the runs' shared name (`ResNet (resnet-lr2e-3)`, as a cross-validation
     entry carries its folder) if every such configuration has a distinct one, else the configuration id."""
     same_model = [e for e in entries if e["package"] == entry["package"]]
-    label = MODEL_LABELS[entry["package"]]
+    label = by_package(entry["package"]).label
     if len(same_model) == 1:
         return label
     same_preset = [e for e in same_model if e["preset"] == entry["preset"]]
@@ -92,6 +93,7 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
     else:
         protocol = "single split"
         groups: dict[str, dict] = {}
+        check_true_classes_agree([(path, read_predictions(path).select("test")) for path in paths])
         for path in paths:
             record = read_record(path)
             if record.outcome is None:

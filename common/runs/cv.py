@@ -5,7 +5,7 @@
 
 This module is the one place in `common` that starts the trainers: it runs `python -m torch_resnet
 train` / `python -m tf_transformer train` as subprocesses (their packages are named in
-common.runs.record.MODEL_PACKAGES) and never imports them. Rerunning the same command skips finished
+common.models) and never imports them. Rerunning the same command skips finished
 runs and resumes an interrupted one (the trainers resume by themselves).
 """
 
@@ -16,17 +16,16 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
+from common.models import MODELS, NAMES, by_name
 from common.runs.record import is_run_dir, read_record
 from common.runs.typed import from_jsonable
 
-MODEL_COMMANDS = {"resnet": "torch_resnet", "transformer": "tf_transformer"}  # --models name -> package
 PLAN_FILE = "plan.json"
 # Options the plan sets itself: passing them through would break the fold / seed / run-dir layout.
 RESERVED = ("--folds", "--fold", "--seed", "--run-dir", "--runs-root")
@@ -48,14 +47,14 @@ class CVPlan:
                 for s in self.seeds]
 
     def command(self, model: str, fold: int, seed: int, run_dir: Path, *, threads: int = 0) -> list[str]:
-        return [sys.executable, "-m", MODEL_COMMANDS[model], "train", *self.common_args,
-                *self.model_args.get(model, ()), "--folds", str(self.folds), "--fold", str(fold),
-                "--seed", str(seed), "--run-dir", str(run_dir), "--quiet",
-                *(["--threads", str(threads)] if threads else [])]
+        return by_name(model).command("train", *self.common_args, *self.model_args.get(model, ()),
+                                      "--folds", str(self.folds), "--fold", str(fold), "--seed", str(seed),
+                                      "--run-dir", str(run_dir), "--quiet",
+                                      *(["--threads", str(threads)] if threads else []))
 
 
 def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", choices=sorted(MODEL_COMMANDS), default=sorted(MODEL_COMMANDS))
+    parser.add_argument("--models", nargs="+", choices=sorted(NAMES), default=sorted(NAMES))
     parser.add_argument("--folds", type=int, default=5, help="subject-grouped stratified folds (default: 5)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     parser.add_argument("--name", required=True, help="cv/<name>/ holds the runs")
@@ -63,8 +62,9 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel", type=int, default=1,
                         help="runs at once; CPU threads are split between them, and GPUs given by "
                              "CUDA_VISIBLE_DEVICES are assigned one per run (default: 1)")
-    parser.add_argument("--resnet-args", default="", help="extra options for the ResNet only (one quoted string)")
-    parser.add_argument("--transformer-args", default="", help="extra options for the transformer only")
+    for model in MODELS:  # --resnet-args, --transformer-args
+        parser.add_argument(f"--{model.name}-args", default="",
+                            help=f"extra options for the {model.label} only (one quoted string)")
 
 
 def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
@@ -74,9 +74,14 @@ def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
         raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
     if len(set(args.seeds)) != len(args.seeds):
         raise ConfigError(f"--seeds {args.seeds}: a seed is listed twice")
-    model_args = {"resnet": tuple(shlex.split(args.resnet_args)),
-                  "transformer": tuple(shlex.split(args.transformer_args))}
-    for option in (*passthrough, *model_args["resnet"], *model_args["transformer"]):
+    model_args = {}
+    for model in MODELS:
+        text = getattr(args, f"{model.name}_args")
+        try:
+            model_args[model.name] = tuple(shlex.split(text))
+        except ValueError as exc:  # an unbalanced quote
+            raise ConfigError(f"--{model.name}-args '{text}': {exc}") from None
+    for option in (*passthrough, *(a for args_ in model_args.values() for a in args_)):
         if option.split("=")[0] in RESERVED:
             raise ConfigError(f"{option}: set by cv itself (--folds, --seeds, --name); remove it")
     return CVPlan(tuple(args.models), args.folds, tuple(args.seeds), tuple(passthrough),

@@ -31,6 +31,7 @@ from common.data.batches import EpochBatches, balanced_class_weights
 from common.data.dataset import PreparedDataset
 from common.errors import ConfigError
 from common.evaluation.metrics import learning_failure, score_run
+from common.models import by_package
 from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.faults import kill_after_steps, kill_point, maybe_kill
 from common.runs.lock import LOCK_FILE, RunLock
@@ -51,7 +52,6 @@ from common.runs.record import (
 from common.runs.rundir import new_run_dir, write_history, write_predictions
 
 RESUME_FILE = "resume.json"
-RUN_PREFIX = {"torch_resnet": "resnet", "tf_transformer": "vit"}
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
                  probe: Callable[[], dict[str, float]] | None = None) -> Path:
     """Train (or resume) one run; returns its directory. `build(precision)` makes the adapter."""
     run_dir = processes.broadcast(Path(runtime.run_dir) if runtime.run_dir
-                                  else new_run_dir(runtime.runs_root, RUN_PREFIX[model]))
+                                  else new_run_dir(runtime.runs_root, by_package(model).run_prefix))
     lock = RunLock(run_dir)
     created = False
     data = data_record(dataset)

@@ -15,6 +15,7 @@ from pathlib import Path
 from common.data.dataset import PreparedDataset, prepare_dataset
 from common.errors import ConfigError, DataError
 from common.runs.config import DataConfig, RuntimeConfig, TrainConfig
+from common.runs.presets import canonical_preset
 from common.runs.typed import add_arguments, from_namespace
 
 
@@ -37,8 +38,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, presets, default_preset: str,
                            defaults: TrainConfig = TrainConfig()) -> None:
-    parser.add_argument("--preset", default=default_preset, choices=sorted(presets),
-                        help=f"model preset (default: {default_preset})")
+    parser.add_argument("--preset", default=default_preset, choices=sorted(presets), type=canonical_preset,
+                        help=f"model preset (default: {default_preset}; the old names seed, seed_literal "
+                             "still work)")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="override one field of the preset's model config, e.g. --model layer_scale=0 "
                              "(repeatable; typed by the config's field; recorded in config.json)")
@@ -77,12 +79,19 @@ def check_predict_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--out {args.out}: is a directory; name a CSV file")
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
 def run_command(command: Callable[[], object]) -> int:
-    """Run a CLI command; bad input (DataError / ConfigError) ends with one `error:` line, exit 2.
+    """Run a CLI command; bad input (DataError / ConfigError) ends with one `error:` line, exit 2; Ctrl-C
+    with one line and exit 130 (every file is written atomically, so a rerun resumes).
     A command that returns an int (a forwarded child's exit status) exits with it."""
     try:
         result = command()
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

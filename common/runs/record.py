@@ -19,12 +19,13 @@ from common.data.identity import content_hash
 from common.data.preprocess import PreprocessConfig
 from common.data.splits import SplitConfig
 from common.errors import ConfigError, DataError
+from common.models import PACKAGES
 from common.runs.config import RESUMABLE_TRAINING_FIELDS, TrainConfig
+from common.runs.presets import canonical_preset
 from common.runs.typed import from_jsonable, to_jsonable
 
 RECORD_FILE = "config.json"
 RECORD_FORMAT = 2
-MODEL_PACKAGES = ("torch_resnet", "tf_transformer")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class RunIdentity:
 
     def fields(self, cache_root: Path | None = None) -> dict:
         training = to_jsonable(self.training)
-        return {"model": self.model, "preset": self.preset, "model_config": self.model_config,
+        return {"model": self.model, "preset": canonical_preset(self.preset, notice=False), "model_config": self.model_config,
                 "data": data_identity(self.data, cache_root), "split_hash": self.data.split_hash,
                 "classes": list(self.data.classes), "precision": self.precision.resolved,
                 **{f"training.{k}": v for k, v in training.items() if k not in RESUMABLE_TRAINING_FIELDS}}
@@ -179,8 +180,8 @@ def read_record(run_dir: Path) -> RunRecord:
         raise ConfigError(f"{path}: run record format {found!r}, this version reads {RECORD_FORMAT} "
                           "(made by another version of the tool: retrain into a new --run-dir)")
     record = from_jsonable(RunRecord, values, origin=str(path))
-    if record.model not in MODEL_PACKAGES:
-        raise ConfigError(f"{path}: model '{record.model}' is not one of {list(MODEL_PACKAGES)}")
+    if record.model not in PACKAGES:
+        raise ConfigError(f"{path}: model '{record.model}' is not one of {list(PACKAGES)}")
     return record
 
 

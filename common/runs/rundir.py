@@ -1,4 +1,4 @@
-"""The run-directory contract (DESIGN.md section 3): both trainers write these files through here.
+"""The run-directory contract (docs/design.md section 4): both trainers write these files through here.
 
     config.json      the run record (common.runs.record)
     history.csv      epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds
