@@ -27,6 +27,36 @@ def test_cv_options_the_plan_owns_are_refused(tmp_path):
 
 
 @pytest.mark.slow
+def test_cv_checks_its_settings_with_the_trainers_before_writing_anything(make_manifest, cache_root, tmp_path, capsys):
+    from common.cli import main
+
+    manifest = make_manifest(n_subjects=16)  # 8 subjects a class
+    command = ["cv", "--models", "resnet", "--cv-root", str(tmp_path / "cv"), "--data", str(manifest),
+               "--label-column", "label", "--shape", "16", "16", "16", "--preset", "tiny", "--epochs", "1",
+               "--cache-dir", str(cache_root), "--workers", "1"]
+    assert main([*command, "--name", "typo", "--folds", "2", "--resnet-args", "--lrr 0.1"]) == 2
+    assert "ResNet trainer refuses these settings (nothing was written): unrecognized arguments: --lrr" in \
+        capsys.readouterr().err
+    assert main([*command, "--name", "many", "--folds", "20"]) == 2
+    assert "a stratified 20-fold split needs at least 20 per class" in capsys.readouterr().err
+    assert main([*command, "--name", "quote", "--resnet-args", "--lr '0.1"]) == 2
+    assert "--resnet-args" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()
+
+
+def test_plan_differences_name_the_option_and_ignore_runtime_options():
+    from common.runs.cv import plan_differences
+
+    stored = {"models": ["resnet"], "folds": 5, "seeds": [0], "common_args": ["--lr", "0.001", "--threads", "2"],
+              "model_args": {"resnet": ["--epochs", "60", "--quiet"]}}
+    same = {**stored, "common_args": ["--lr", "0.001", "--workers", "4"], "model_args": {"resnet": ["--epochs", "60"]}}
+    assert plan_differences(stored, same) == []
+    changed = {**stored, "common_args": ["--lr=0.002", "--augment"], "model_args": {"resnet": []}}
+    assert plan_differences(stored, changed) == ["--augment: (absent) -> (set)", "--lr: 0.001 -> 0.002",
+                                                 "--epochs (resnet only): 60 -> (absent)"]
+
+
+@pytest.mark.slow
 def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys):
     from common.cli import main
     from common.runs.record import read_record
@@ -73,12 +103,20 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     assert main(["report", str(root), str(tmp_path / "cv" / "t-split"), "--out-root", str(tmp_path)]) == 2
     assert "fold 0" in capsys.readouterr().err  # other held-out subjects: not comparable
     assert main(["report", str(root), str(runs[0].parent), "--out-root", str(tmp_path)]) == 2  # cv with a run
+    from common.evaluation.robustness import cells_of, render
+
+    cells = cells_of(root)  # the demo robustness matrix reads cv folders
+    assert len(cells) == 8 and {c.precision for c in cells} == {"fp32"}
+    assert all(0 <= c.test_accuracy <= 1 for c in cells)
+    assert "| ResNet | tiny | fp32 | 4 | 0 |" in render(cells)
     capsys.readouterr()
     assert main(command) == 0  # the same command again: everything finished, nothing retrained
     assert "8 runs, 8 already finished" in capsys.readouterr().out
+    assert main([*command, "--threads", "1"]) == 0  # where and how it runs is not a setting of the runs
+    capsys.readouterr()
     changed = [*command[:-2], "--precision", "bf16"]
     assert main(changed) == 2
-    assert "other settings" in capsys.readouterr().err
+    assert "other settings (stored -> requested): --precision: fp32 -> bf16" in capsys.readouterr().err
     from common.runs.cv import CVPlan, claim_plan
 
     with pytest.raises(ConfigError):

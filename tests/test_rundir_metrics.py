@@ -103,3 +103,16 @@ def test_atomic_writes_honour_the_umask(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o666 & ~old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temporary left
+
+
+def test_epochs_to_learn_is_the_first_epoch_with_perfect_val_accuracy():
+    from common.evaluation.robustness import Cell, first_perfect_epoch, render
+
+    history = [{"epoch": "1", "val_accuracy": "0.5"}, {"epoch": "2", "val_accuracy": "1.0"},
+               {"epoch": "3", "val_accuracy": "1.0"}]
+    assert first_perfect_epoch(history) == 2 and first_perfect_epoch(history[:1]) is None
+    cells = [Cell("ResNet", "small", "bf16", 0, 0, 1.0, 2), Cell("ResNet", "small", "bf16", 1, 0, 0.9, None),
+             Cell("ResNet", "?", "?", 2, 0, None, None)]
+    text = render(cells)
+    assert "| ResNet | small | bf16 | 2 | 0 | 0.900 | 1 / 2 | 2 | 1 |" in text
+    assert "| ResNet | bf16 | 1 | 0 | 0.900 | never |" in text and "| ResNet | ? | 2 | 0 | missing |  |" in text

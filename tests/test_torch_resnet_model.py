@@ -157,10 +157,15 @@ def test_reference_keeps_every_recipe_element_off_and_the_recipe_presets_have_th
         assert all(getattr(PRESETS[name], f) == getattr(default, f) for f in RECIPE_FIELDS), name
     assert (default.branch_relu, default.zero_init_residual, default.kaiming_init, default.conv_bias,
             default.stem_strides, default.avg_down, default.drop_path) == (True, False, False, True, (), False, 0.0)
-    for name in ("small_recipe", "reference_recipe"):
+    for name in ("small_recipe", "small_recipe_strided", "reference_recipe"):
         config = PRESETS[name]
-        assert not config.branch_relu and config.zero_init_residual and config.kaiming_init and not config.conv_bias
-        assert config.stem_strides and config.avg_down and config.drop_path > 0 and config.pooling == "mean"
+        assert not config.branch_relu and config.kaiming_init and not config.conv_bias
+        assert not config.zero_init_residual  # measured to delay learning on the demo
+    assert PRESETS["small_recipe"].stem_strides == () and PRESETS["small_recipe"].pooling == "flatten"
+    assert PRESETS["small_recipe"].filters == PRESETS["small"].filters
+    for name in ("small_recipe_strided", "reference_recipe"):
+        config = PRESETS[name]
+        assert config.stem_strides == (2, 2) and config.drop_path > 0 and config.pooling == "mean" and config.avg_down
 
 
 def test_post_activation_block_lets_the_branch_subtract():
@@ -173,12 +178,12 @@ def test_post_activation_block_lets_the_branch_subtract():
 
 
 def recipe(**overrides) -> ResNetConfig:
-    return preset("small_recipe", **overrides).with_data(input_shape=(32, 32, 32), num_classes=2)
+    return preset("small_recipe_strided", **overrides).with_data(input_shape=(32, 32, 32), num_classes=2)
 
 
 def test_zero_init_residual_makes_every_block_start_as_its_shortcut():
     torch.manual_seed(0)
-    model = build_resnet(recipe(drop_path=0.0)).eval()
+    model = build_resnet(recipe(drop_path=0.0, zero_init_residual=True)).eval()
     x = torch.rand(1, 16, 8, 8, 8)  # non-negative, as after a ReLU
     identity_block = model.stages["layer2"][1]
     assert torch.equal(identity_block.bn2.weight, torch.zeros(16))
@@ -216,7 +221,7 @@ def test_strided_stem_makes_64_cube_cheaper_than_small_at_32():
     from torch_resnet.model import flops_per_sample
 
     small_32 = flops_per_sample(preset("small").with_data(input_shape=(32, 32, 32), num_classes=2))
-    recipe_64 = flops_per_sample(preset("small_recipe").with_data(input_shape=(64, 64, 64), num_classes=2))
+    recipe_64 = flops_per_sample(preset("small_recipe_strided").with_data(input_shape=(64, 64, 64), num_classes=2))
     assert recipe_64 <= small_32
 
 

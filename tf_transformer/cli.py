@@ -62,6 +62,9 @@ def _train(args: argparse.Namespace) -> None:
     dataset = dataset_for(data, progress=not runtime.quiet)
     model_config = preset(args.preset, **overrides).with_data(input_shape=dataset.preprocess.shape,
                                                               num_classes=len(dataset.classes))
+    if runtime.check_only:
+        print(f"checked: options, {args.preset} model config and data ({len(dataset.classes)} classes)")
+        return
     from tf_transformer.train import train
 
     train(dataset, preset=args.preset, model_config=model_config, training=training, runtime=runtime, options=options)

@@ -67,6 +67,10 @@ def _train(args: argparse.Namespace) -> None:
         if not ctx.is_main:
             dataset = dataset_for(data, progress=False)
         model_config = model_config.with_data(input_shape=dataset.preprocess.shape, num_classes=len(dataset.classes))
+        if runtime.check_only:
+            if ctx.is_main:
+                print(f"checked: options, {args.preset} model config and data ({len(dataset.classes)} classes)")
+            return
         train(dataset, preset=args.preset, model_config=model_config, training=training, runtime=runtime,
               options=options, ctx=ctx)
     finally:

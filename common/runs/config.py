@@ -178,6 +178,9 @@ class RuntimeConfig:
     runs_root: Path = field(default=Path("runs"), metadata=option("where new run directories go"))
     threads: int = field(default=0, metadata=option("CPU threads (0: the framework's default)"))
     quiet: bool = field(default=False, metadata=option("no progress bars"))
+    check_only: bool = field(default=False, metadata=option(
+        "check every option, the model config and the data (building its cache and split), then exit without "
+        "training (cv runs this once per model before it writes its plan)"))
 
     def __post_init__(self):
         if self.threads < 0:

@@ -17,18 +17,21 @@ import os
 import shlex
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from common.models import MODELS, NAMES, by_name
+from common.runs.config import RuntimeConfig
 from common.runs.record import is_run_dir, read_record
 from common.runs.typed import from_jsonable
 
 PLAN_FILE = "plan.json"
 # Options the plan sets itself: passing them through would break the fold / seed / run-dir layout.
 RESERVED = ("--folds", "--fold", "--seed", "--run-dir", "--runs-root")
+# Options of where and how a process runs, never what it trains: a rerun may change them.
+RUNTIME_OPTIONS = tuple(f"--{f.name.replace('_', '-')}" for f in fields(RuntimeConfig)) + ("--workers", "--cache-dir")
 
 
 @dataclass(frozen=True)
@@ -88,17 +91,64 @@ def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
                   {m: list(model_args[m]) for m in args.models})
 
 
+def option_groups(args) -> dict[str, list[str]]:
+    """["--lr", "1e-3", "--shape", "32", "32", "32", "--quiet"] -> {"--lr": ["1e-3"], "--shape": [...], "--quiet": []},
+    leaving out the runtime options (RUNTIME_OPTIONS), which do not define a run."""
+    groups: dict[str, list[str]] = {}
+    current = None
+    for token in args:
+        if token.startswith("--"):
+            flag, sep, value = token.partition("=")
+            current = groups.setdefault(flag, [])
+            if sep:
+                current.append(value)
+        elif current is not None:
+            current.append(token)
+    return {flag: values for flag, values in groups.items() if flag not in RUNTIME_OPTIONS}
+
+
+def plan_differences(stored: dict, new: dict) -> list[str]:
+    """What differs between two plans, option by option ("--lr: 0.001 -> 0.002"); runtime options never do."""
+    out = [f"{key}: {stored.get(key)} -> {new[key]}" for key in ("models", "folds", "seeds") if stored.get(key) != new[key]]
+    pairs = [("", stored.get("common_args", []), new["common_args"])]
+    for model in sorted(set(stored.get("model_args", {})) | set(new["model_args"])):
+        pairs.append((f" ({model} only)", stored.get("model_args", {}).get(model, []), new["model_args"].get(model, [])))
+    for where, old_args, new_args in pairs:
+        old, now = option_groups(old_args), option_groups(new_args)
+        for flag in sorted(set(old) | set(now)):
+            if old.get(flag) != now.get(flag):
+                show = lambda v: "(absent)" if v is None else (" ".join(v) or "(set)")  # noqa: E731
+                out.append(f"{flag}{where}: {show(old.get(flag))} -> {show(now.get(flag))}")
+    return out
+
+
+def check_plan(plan: CVPlan) -> None:
+    """Run each model's trainer with --check-only on fold 0 (its own parser, model config and the data
+    with this fold count) before anything is written: a typo or an impossible --folds fails here, once."""
+    for model in plan.models:
+        command = plan.command(model, 0, plan.seeds[0], Path("unused"), threads=0) + ["--check-only"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")] or lines[-3:]
+            raise ConfigError(f"cv: the {by_name(model).label} trainer refuses these settings (nothing was "
+                              f"written): {' '.join(errors)}")
+
+
 def claim_plan(root: Path, plan: CVPlan) -> None:
-    """Write plan.json for a new cross-validation; refuse a rerun whose settings differ, naming them."""
+    """Write plan.json for a new cross-validation (after check_plan); refuse a rerun whose run-defining
+    settings differ, naming each option."""
     path = root / PLAN_FILE
     new = json.loads(json.dumps(asdict(plan)))
     if path.is_file():
         stored = json.loads(path.read_text())
-        differences = [f"{k}: {stored.get(k)} -> {new[k]}" for k in new if stored.get(k) != new[k]]
+        differences = plan_differences(stored, new)
         if differences:
             raise ConfigError(f"{root}: this cross-validation was started with other settings "
                               f"(stored -> requested): {'; '.join(differences)}; use another --name")
         return
+    check_plan(plan)
+    root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(new, indent=1))
 
 
