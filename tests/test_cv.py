@@ -1,5 +1,7 @@
 """Cross-validation: every (model, fold, seed) as a run, resumable, refused when changed, one report."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,16 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     single = [probabilities(m, tmp_path / f"{m.name}.csv") for m in members if m.is_dir()]
     ensemble = probabilities(root / "resnet", tmp_path / "ensemble.csv")
     assert len(single) == 4 and np.allclose(ensemble, np.mean(single, axis=0), atol=1e-5)
+    assert len(json.loads((tmp_path / "ensemble.csv.members.json").read_text())["members"]) == 4
+    # The ensemble is read through the plan: a missing fold is named, a plain folder of runs refused.
+    import shutil
+
+    shutil.rmtree(root / "resnet" / "fold1-seed0")
+    capsys.readouterr()
+    assert resnet_main(["predict", "--run-dir", str(root / "resnet"), "--manifest", str(manifest), "--out",
+                        str(tmp_path / "partial.csv")]) == 2
+    assert "missing or unfinished: fold 1 seed 0" in capsys.readouterr().err
+    assert resnet_main(["predict", "--run-dir", str(tmp_path / "cv"), "--manifest", str(manifest), "--out",
+                        str(tmp_path / "everything.csv")]) == 2
+    assert "a plain folder of runs is not averaged" in capsys.readouterr().err
+    assert not (tmp_path / "partial.csv").exists() and not (tmp_path / "everything.csv").exists()

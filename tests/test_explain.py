@@ -321,3 +321,35 @@ def preprocess_file_like_template(template, config):
     from common.data.preprocess import preprocess_array
 
     return preprocess_array(template, (2.0, 2.0, 2.0), config, origin="template").astype(np.float32)
+
+
+def test_split_inputs_use_a_source_file_only_if_it_is_the_one_the_cache_was_built_from(make_manifest, cache_root,
+                                                                                      tmp_path, capsys):
+    from dataclasses import replace
+
+    from conftest import fake_record, write_nifti
+
+    from common.data.dataset import prepare_dataset
+    from common.data.preprocess import PreprocessConfig
+    from common.explain.inputs import split_inputs
+    from common.runs.record import data_record
+    from common.runs.rundir import write_predictions
+
+    manifest = make_manifest(n_subjects=12)
+    dataset = prepare_dataset(manifest, label_column="label", cache_root=cache_root, progress=False, workers=1,
+                              preprocess=PreprocessConfig(shape=(8, 8, 8), normalize="zscore"))
+    test = dataset.split("test")
+    run_dir = tmp_path / "run"
+    write_predictions(run_dir, classes=dataset.classes, split=["test"] * len(test.y), sample_ids=test.sample_ids,
+                      subject_ids=test.subject_ids, y_true=test.y, probabilities=np.full((len(test.y), 2), 0.5))
+    record = replace(fake_record(), data=data_record(dataset))
+    first, second = test.sample_ids[0], test.sample_ids[1]
+    write_nifti(tmp_path / f"{first}.nii.gz", np.ones((20, 20, 20)))  # replaced by a scan of another size
+    (tmp_path / f"{second}.nii.gz").unlink()  # gone
+    inputs = {i.sample_id: i for i in split_inputs(run_dir, record, "test", cache_root)}
+    err = capsys.readouterr().err
+    assert f"note: {first}: " in err and "has changed since the cache was built" in err
+    assert f"note: {second}: " in err and "is gone" in err
+    assert inputs[first].path is None and inputs[second].path is None  # model grid, said per sample
+    others = [i for sid, i in inputs.items() if sid not in (first, second)]
+    assert others and all(i.path is not None and i.scan.shape == (12, 12, 12) for i in others)

@@ -144,7 +144,7 @@ def test_a_kill_at_any_write_is_finished_by_the_same_command(make_manifest, cach
     assert [r["epoch"] for r in read_history(run_dir)] == [1, 2]
     assert read_record(run_dir).outcome.epochs_run == 2
     assert set(read_predictions(run_dir).split) == {"val", "test"}
-    assert sorted(p.name for p in run_dir.glob("state-*")) == ["state-0002.npz"]
+    assert sorted(p.name for p in run_dir.glob("state-*")) == ["state-0001.npz", "state-0002.npz"]
     assert not list(run_dir.glob(".*.tmp*"))  # no temporary file left
 
 

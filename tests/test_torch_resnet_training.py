@@ -37,8 +37,18 @@ def test_training_writes_the_run_directory(make_manifest, cache_root, tmp_path):
     assert record.model == "torch_resnet" and record.parameters > 0 and record.data.split_hash
     assert record.flops_per_sample > 0 and record.training.class_weights
     assert record.precision.resolved == "fp32" and record.outcome.epochs_run == 3
-    assert sorted(p.name for p in run_dir.glob("state-*")) == ["state-0003.pt"]  # older generations removed
+    # older generations removed; the one before is kept to fall back to
+    assert sorted(p.name for p in run_dir.glob("state-*")) == ["state-0002.pt", "state-0003.pt"]
     torch.load(run_dir / "model.pt", weights_only=True)
+    # A torn latest state (a disk error or a bad copy) falls back one epoch, with a warning.
+    state = run_dir / "state-0003.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    assert main(train_args(manifest, cache_root, run_dir, "--class-weights", "--epochs", "4")) == 0
+    assert [r["epoch"] for r in read_history(run_dir)] == [1, 2, 3, 4]
+    assert read_record(run_dir).outcome.epochs_run == 4
+    (run_dir / "state-0003.pt").write_bytes(b"")
+    (run_dir / "state-0004.pt").write_bytes(b"torn")
+    assert main(train_args(manifest, cache_root, run_dir, "--class-weights", "--epochs", "5")) == 2
 
 
 def test_checkpoint_for_another_class_count_is_refused(make_manifest, cache_root, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 
 from common.data.inference import load_inputs, write_probabilities
 from common.errors import ConfigError
-from common.runs.record import ensemble_members
+from common.runs.ensemble import ensemble_members, record_members
 from tf_transformer.train import MODEL, MODEL_FILE, predict_probabilities
 
 
@@ -38,4 +38,6 @@ def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | Non
     models = [load_selected_model(member_dir / MODEL_FILE) for member_dir, _ in members]
     sample_ids, volumes = load_inputs(inputs, manifest, first.data.preprocess, workers=workers)
     probabilities = np.mean([predict_probabilities(m, volumes, batch_size=batch_size) for m in models], axis=0)
-    return write_probabilities(out, sample_ids, list(first.data.classes), probabilities)
+    written = write_probabilities(out, sample_ids, list(first.data.classes), probabilities)
+    record_members(written, members)
+    return written

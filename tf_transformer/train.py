@@ -7,6 +7,7 @@ driver's per-step hook), precision policies and tf.distribute / keras.distributi
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
@@ -270,8 +271,8 @@ class KerasAdapter:
         try:
             with np.load(path) as stored:
                 arrays = [stored[f"v{i:05d}"] for i in range(len(stored.files))]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"{path}: unreadable resume state ({exc})") from exc
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a torn or truncated file
+            raise ConfigError(f"{path}: unreadable resume state ({type(exc).__name__}: {exc})") from exc
         if len(arrays) != len(variables) or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
             raise ConfigError(f"{path}: resume state does not match this model's variables")
         for variable, value in zip(variables, arrays):

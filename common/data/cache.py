@@ -35,6 +35,12 @@ CACHE_FORMAT = 2  # 2: meta.json lists dropped samples; index.csv only the kept 
 MAX_LISTED = 20  # invalid samples named in one error
 
 
+def source_stat(path) -> str:
+    """"<size>:<mtime_ns>" of a source file: what `explain --split` compares before drawing on its grid."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def default_cache_root() -> Path:
     """$VOLCLS_CACHE, else ./.cache of the working directory."""
     return Path(os.environ.get("VOLCLS_CACHE", Path.cwd() / ".cache"))
@@ -152,10 +158,12 @@ def _write_cache(folder: Path, source: Source, config: PreprocessConfig, workers
         raise invalid_samples_error(invalid, n)
     with (folder / "index.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["row", "sample_id", "subject_id", "label", "split", "path"])
+        # source_stat: the file's size and mtime when it was read, so `explain` can tell a replaced scan
+        writer.writerow(["row", "sample_id", "subject_id", "label", "split", "path", "source_stat"])
         for i, s in enumerate(source.samples):
             if s.sample_id not in invalid:  # dropped rows stay zero in volumes.npy, never referenced
-                writer.writerow([i, s.sample_id, s.subject_id, s.label, s.split or "", s.path or ""])
+                writer.writerow([i, s.sample_id, s.subject_id, s.label, s.split or "", s.path or "",
+                                 source_stat(s.path) if s.path else ""])
     meta = {"format": CACHE_FORMAT, "source": source.kind, "location": source.location,
             "label_column": source.label_column, "classes": source.classes, "preprocess": config.to_dict(), "n": n,
             "dropped": invalid}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from common.data.cache import find_cache_with_content, open_volumes, volumes_root
+from common.data.cache import find_cache_with_content, open_volumes, source_stat, volumes_root
 from common.data.inference import input_paths, sample_ids_of
 from common.data.preprocess import PreprocessConfig, load_nifti, preprocess_array
 from common.data.sources import SPLIT_NAMES
@@ -52,6 +53,18 @@ def files_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: P
     return [file_input(p, preprocess, i) for p, i in zip(paths, sample_ids_of(paths))]
 
 
+def source_problem(path: Path | None, recorded_stat: str) -> str | None:
+    """None if `path` is the file the cache was built from (same size and mtime), else why not. A cache
+    built before sizes were recorded cannot tell: its file is trusted, as before."""
+    if path is None:
+        return None
+    if not path.is_file():
+        return "is gone"
+    if recorded_stat and source_stat(path) != recorded_stat:
+        return "has changed since the cache was built (another size or modification time)"
+    return None
+
+
 def split_inputs(run_dir: Path, record: RunRecord, split: str, cache_root: Path | None) -> list[ExplainInput]:
     """The split's samples as the run scored them: volumes from the preprocessed cache (the exact arrays),
     the source file (when there is one and it is still there) for the scan grid and the figure."""
@@ -77,11 +90,15 @@ def split_inputs(run_dir: Path, record: RunRecord, split: str, cache_root: Path 
             raise DataError(f"{folder}/index.csv: sample '{sample_id}' of {run_dir}/predictions.csv is missing")
         entry = index[sample_id]
         path = Path(entry["path"]) if entry.get("path") else None
-        if path is not None and path.is_file():  # the cached volume; the file only for its grid and the figure
+        problem = source_problem(path, entry.get("source_stat", ""))
+        if path is not None and problem is None:  # the cached volume; the file only for its grid and the figure
             geometry, scan, zooms = scan_view(path, record.data.preprocess)
             out.append(ExplainInput(sample_id, np.asarray(volumes[int(entry["row"])], dtype=np.float32),
                                     geometry, scan, zooms, y_true, path))
-        else:  # an in-memory source (MedMNIST): maps stay on the model grid
+        else:  # an in-memory source (MedMNIST), or a file gone or replaced: maps stay on the model grid
+            if path is not None:
+                print(f"note: {sample_id}: {path} {problem}; its map stays on the model grid (identity affine)",
+                      file=sys.stderr)
             volume = np.asarray(volumes[int(entry["row"])], dtype=np.float32)
             out.append(ExplainInput(sample_id, volume, model_grid_geometry(volume.shape), volume, (1.0, 1.0, 1.0),
                                     y_true, None))

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from common.atomic import atomic_write_text
 from common.data.batches import EpochBatches, balanced_class_weights
 from common.data.dataset import PreparedDataset
-from common.errors import ConfigError
+from common.errors import ConfigError, DataError
 from common.evaluation.metrics import learning_failure, score_run
 from common.models import by_package
 from common.runs.config import RuntimeConfig, TrainConfig
@@ -52,6 +52,8 @@ from common.runs.record import (
 from common.runs.rundir import new_run_dir, write_history, write_predictions
 
 RESUME_FILE = "resume.json"
+# The generation before: a resume state torn by a disk error or a bad copy falls back one epoch to it.
+PREVIOUS_RESUME_FILE = "resume-previous.json"
 
 
 @dataclass(frozen=True)
@@ -270,9 +272,21 @@ class _Loop:
             return False
         try:
             self.state = LoopState(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{path}: unreadable resume state ({exc}); move it away to restart the run") from exc
-        self.adapter.load_state(self.run_dir / self.state.state_file)
+            self.adapter.load_state(self.run_dir / self.state.state_file)
+        except (ValueError, TypeError, DataError) as exc:  # ConfigError is a DataError
+            previous = self.run_dir / PREVIOUS_RESUME_FILE
+            if not previous.is_file():
+                raise ConfigError(f"{path}: unreadable resume state ({exc}); move {path.name} and the state-* "
+                                  "files away to restart the run") from exc
+            try:
+                self.state = LoopState(**json.loads(previous.read_text()))
+                self.adapter.load_state(self.run_dir / self.state.state_file)
+            except (ValueError, TypeError, DataError) as older:
+                raise ConfigError(f"{path}: unreadable resume state ({exc}), and the generation before too "
+                                  f"({older}); move {path.name}, {previous.name} and the state-* files away to "
+                                  "restart the run") from older
+            print(f"warning: {path.name} or its state file is unreadable ({exc}); resuming one epoch earlier, "
+                  f"after epoch {self.state.epochs_done}", file=sys.stderr, flush=True)
         if self.processes.is_main:  # history follows the state it belongs to
             write_history(self.run_dir, self.state.history)
         return True
@@ -281,13 +295,18 @@ class _Loop:
         state_file = f"state-{self.state.epochs_done:04d}{self.adapter.state_suffix}"
         self.adapter.save_state(self.run_dir / state_file)
         kill_point("after_state_save")
+        current = self.run_dir / RESUME_FILE
+        previous = json.loads(current.read_text()) if current.is_file() else None
+        if previous and previous.get("state_file") != state_file:  # keep one generation to fall back to
+            atomic_write_text(self.run_dir / PREVIOUS_RESUME_FILE, json.dumps(previous, indent=1))
         self.state.state_file = state_file
-        atomic_write_text(self.run_dir / RESUME_FILE, json.dumps(asdict(self.state), indent=1))
+        atomic_write_text(current, json.dumps(asdict(self.state), indent=1))
         kill_point("after_resume_record")
         write_history(self.run_dir, self.state.history)
         kill_point("after_history")
+        keep = {state_file, (previous or {}).get("state_file")}
         for old in self.run_dir.glob(f"state-*{self.adapter.state_suffix}"):
-            if old.name != state_file:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
     # ---- the epoch loop -------------------------------------------------------------------------

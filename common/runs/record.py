@@ -187,28 +187,3 @@ def read_record(run_dir: Path) -> RunRecord:
 
 def is_run_dir(run_dir: Path) -> bool:
     return (Path(run_dir) / RECORD_FILE).is_file()
-
-
-def ensemble_members(path: Path, model: str) -> list[tuple[Path, RunRecord]]:
-    """The finished runs of `model` that `path` names: itself if it is a run, else every run below it
-    (e.g. cv/<name>/<model>/fold*-seed*), all with the same preprocessing and classes (a fold ensemble)."""
-    path = Path(path)
-    if is_run_dir(path):
-        record = read_record(path)
-        if record.model != model:
-            raise ConfigError(f"--run-dir {path}: this run was trained by {record.model}; "
-                              f"use python -m {record.model} predict")
-        return [(path, record)]
-    members = []
-    for config in sorted(path.glob("**/" + RECORD_FILE)):
-        record = read_record(config.parent)
-        if record.model == model and record.outcome is not None:
-            members.append((config.parent, record))
-    if not members:
-        raise ConfigError(f"--run-dir {path}: neither a run directory nor a folder of finished {model} runs")
-    first = members[0][1]
-    for run_dir, record in members[1:]:
-        if record.data.preprocess != first.data.preprocess or record.data.classes != first.data.classes:
-            raise ConfigError(f"{run_dir}: other preprocessing or classes than {members[0][0]}; "
-                              "an ensemble needs the same inputs and outputs")
-    return members
