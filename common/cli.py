@@ -26,6 +26,10 @@ def _print_counts(dataset) -> None:
 
 
 def main(argv=None) -> int:
+    return run_command(lambda: _dispatch(argv))  # the parser's defaults read the environment too
+
+
+def _dispatch(argv):
     parser = Parser(prog="python -m common", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     prepare = sub.add_parser("prepare", help="preprocess and cache a dataset, write splits.json, print class counts")
@@ -60,8 +64,8 @@ def main(argv=None) -> int:
     if passthrough and args.command != "cv":
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     if args.command == "explain":
-        return run_command(lambda: _forward_explain(args, list(sys.argv[1:] if argv is None else argv)))
-    return run_command(lambda: _run(args, passthrough))
+        return _forward_explain(args, list(sys.argv[1:] if argv is None else argv))
+    return _run(args, passthrough)
 
 
 def _forward_explain(args: argparse.Namespace, argv: list[str]) -> int:

@@ -213,3 +213,24 @@ def test_argparse_errors_exit_2(make_manifest, cache_root, tmp_path, capsys):
         resnet_main(["train", "--precision", "fp64"])
     assert info.value.code == 2
     assert one_error_line(capsys).startswith("error: argument --precision")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", "-1"], "--seed -1: must be >= 0"),
+    (["--lr", "inf"], "--lr inf: must be a finite number"),
+    (["--rotate-degrees", "nan"], "--rotate-degrees nan: must be a finite number"),
+    (["--split-seed", "-3"], "split seed -3"),
+    (["--batch-size", "100000"], "--batch-size 100000: more than the"),
+])
+def test_bad_numbers_are_one_line_before_any_run_directory(make_manifest, cache_root, tmp_path, capsys, extra,
+                                                          message):
+    run_dir = tmp_path / "run"
+    assert resnet_main(resnet_args(make_manifest(n_subjects=12), cache_root, run_dir, *extra)) == 2
+    assert message in one_error_line(capsys)
+    assert not run_dir.exists()
+
+
+def test_a_bad_voxel_limit_is_one_line(make_manifest, cache_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VOLCLS_MAX_VOXELS", "abc")
+    assert resnet_main(resnet_args(make_manifest(n_subjects=12), cache_root, tmp_path / "run")) == 2
+    assert "VOLCLS_MAX_VOXELS='abc': not a whole number" in one_error_line(capsys)

@@ -39,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    return run_command(lambda: _dispatch(argv))  # the parser's defaults read the environment too
+
+
+def _dispatch(argv):
     args = build_parser().parse_args(argv)
     commands = {"train": _train, "predict": _predict, "explain": _explain}
-    return run_command(lambda: commands[args.command](args))
+    return commands[args.command](args)
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -25,6 +25,9 @@ class AugmentConfig:
     max_scale: float = 0.0  # isotropic zoom by U(1 - s, 1 + s); 0: off
 
     def __post_init__(self):
+        amounts = (self.max_shift, self.intensity_scale, self.intensity_shift, self.max_rotation_degrees, self.max_scale)
+        if not all(np.isfinite(amounts)):
+            raise DataError(f"augmentation amounts must be finite numbers, got {self}")
         if any(a not in (0, 1, 2) for a in self.flip_axes):
             raise DataError(f"flip_axes {self.flip_axes}: axes must be 0, 1 or 2")
         if min(self.max_shift, self.intensity_scale, self.intensity_shift, self.max_rotation_degrees,

@@ -30,7 +30,14 @@ DEFAULT_MAX_VOXELS = 512**3
 
 
 def max_voxels() -> int:
-    return int(os.environ.get("VOLCLS_MAX_VOXELS", DEFAULT_MAX_VOXELS))
+    text = os.environ.get("VOLCLS_MAX_VOXELS", str(DEFAULT_MAX_VOXELS))
+    try:
+        value = int(text)
+    except ValueError:
+        raise DataError(f"VOLCLS_MAX_VOXELS={text!r}: not a whole number of voxels") from None
+    if value < 1:
+        raise DataError(f"VOLCLS_MAX_VOXELS={text!r}: must be >= 1")
+    return value
 
 
 @dataclass(frozen=True)

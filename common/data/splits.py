@@ -33,6 +33,8 @@ class SplitConfig:
         if len(ratios) != 3 or min(ratios) < 0 or min(ratios[:2]) <= 0 or abs(sum(ratios) - 1) > 1e-6:
             raise DataError(f"split ratios {self.ratios}: expected three non-negative numbers summing to 1, "
                             "with train > 0 and val > 0")
+        if not 0 <= self.seed < 2**32:  # scikit-learn's random_state range
+            raise DataError(f"split seed {self.seed}: must be in 0..2^32-1")
         if self.folds == 1 or self.folds < 0:
             raise DataError(f"folds {self.folds}: use 0 (ratio split) or at least 2")
         if self.folds and not 0 <= self.fold < self.folds:

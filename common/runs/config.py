@@ -7,8 +7,9 @@ it never changes the result). The CLI options are generated from these fields (c
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from common.data.augment import AugmentConfig
@@ -138,6 +139,12 @@ class TrainConfig:
 
     def __post_init__(self):
         validate_choices(self)
+        for f in fields(self):  # NaN and infinity pass every comparison below: refuse them first
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{_flag(f.name)} {value}: must be a finite number")
+        if self.seed < 0:
+            raise ConfigError(f"--seed {self.seed}: must be >= 0")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 1")

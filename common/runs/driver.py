@@ -190,6 +190,9 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
                  processes: Processes = Processes(),
                  probe: Callable[[], dict[str, float]] | None = None) -> Path:
     """Train (or resume) one run; returns its directory. `build(precision)` makes the adapter."""
+    n_train = len(dataset.split("train").y)
+    if training.batch_size > n_train:  # before the probe sizes a step by it
+        raise ConfigError(f"--batch-size {training.batch_size}: more than the {n_train} training samples")
     run_dir = processes.broadcast(Path(runtime.run_dir) if runtime.run_dir
                                   else new_run_dir(runtime.runs_root, by_package(model).run_prefix))
     lock = RunLock(run_dir)
