@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Training / report options, e.g. make train-resnet ARGS="--data ../shared/data/medmnist/adrenalmnist3d.npz --shape 28 28 28"
 ARGS ?=
 
-.PHONY: setup test test-fast lint train-resnet train-vit report cv explain bench bench-quick bench-gpu prepare clean
+.PHONY: setup test test-fast lint train-resnet train-vit report cv explain export bench bench-quick bench-gpu prepare clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ cv: setup
 # Saliency maps of a trained run (either model), e.g. make explain ARGS="--run-dir runs/resnet-... --split test"
 explain: setup
 	$(PY) -m common explain $(ARGS)
+
+# A run or cv/<name>/<model> as an ONNX bundle, e.g. make export ARGS="runs/resnet-... --out bundles/resnet"
+export: setup
+	$(PY) -m common export $(ARGS)
 
 # Benchmarks: each package measures itself into one JSON folder; common renders the folder.
 BENCH_DIR ?= .cache/bench

@@ -1,4 +1,4 @@
-"""`python -m common prepare | score | cv | report | check-maps`."""
+"""`python -m common prepare | score | cv | report | explain | export | predict | check-maps`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,17 @@ def _dispatch(argv):
 
     add_explain_arguments(explain)
     explain.add_argument("--device", choices=("auto", "cpu", "cuda"), help="ResNet runs only (default: auto)")
+    export = sub.add_parser("export", help="a run or a cross-validation's model folder as an ONNX bundle that "
+                                           "predicts without torch or TensorFlow")
+    export.add_argument("run_dir", type=Path, help="a finished run directory, or cv/<name>/<model> (a fold ensemble)")
+    export.add_argument("--out", type=Path, required=True, help="the bundle folder to create")
+    predict = sub.add_parser("predict", help="class probabilities for NIfTI files from a bundle (onnxruntime only)")
+    predict.add_argument("--bundle", type=Path, required=True, help="a folder made by `export`")
+    predict.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
+    predict.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
+    predict.add_argument("--out", type=Path, default=Path("predictions_new.csv"), help="output CSV")
+    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--workers", type=int, default=1, help="preprocessing processes")
     checks = sub.add_parser("check-maps", help="score saliency maps: the pointing game against lesion masks and "
                                                "the weight-randomisation sanity check, per run x method")
     checks.add_argument("run_dirs", nargs="+", type=Path, help="runs with explain/<method>[-random] outputs")
@@ -100,6 +111,18 @@ def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
 
         path = check_runs(args.run_dirs, lesions=args.lesions, out=args.out)
         print(path.read_text(), end="")
+    elif args.command == "export":
+        from common.export.bundle import export_bundle
+
+        print(f"bundle: {export_bundle(args.run_dir, args.out)}")
+    elif args.command == "predict":
+        from common.export.runner import predict_with_bundle
+        from common.runs.options import check_predict_arguments
+
+        check_predict_arguments(args)
+        out = predict_with_bundle(args.bundle, args.inputs, args.manifest, args.out, batch_size=args.batch_size,
+                                  workers=args.workers)
+        print(f"probabilities: {out}")
     elif args.command == "prepare":
         _print_counts(dataset_for(from_namespace(DataConfig, args)))
     elif args.command == "score":

@@ -19,6 +19,7 @@ class ModelEntry:
     package: str  # the Python package, recorded as `model` in config.json
     label: str  # the report's name for it
     run_prefix: str  # default run directories: runs/<prefix>-<UTC time>
+    model_file: str  # the selected weights in a run directory
     explain_device: bool = False  # its `explain` takes --device
 
     def command(self, subcommand: str, *args: str) -> list[str]:
@@ -28,8 +29,8 @@ class ModelEntry:
 
 # Report order: the transformer first.
 MODELS: tuple[ModelEntry, ...] = (
-    ModelEntry("transformer", "tf_transformer", "Transformer", "vit"),
-    ModelEntry("resnet", "torch_resnet", "ResNet", "resnet", explain_device=True),
+    ModelEntry("transformer", "tf_transformer", "Transformer", "vit", "model.keras"),
+    ModelEntry("resnet", "torch_resnet", "ResNet", "resnet", "model.pt", explain_device=True),
 )
 PACKAGES = tuple(m.package for m in MODELS)
 NAMES = tuple(m.name for m in MODELS)

@@ -135,6 +135,13 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     ensemble = probabilities(root / "resnet", tmp_path / "ensemble.csv")
     assert len(single) == 4 and np.allclose(ensemble, np.mean(single, axis=0), atol=1e-5)
     assert len(json.loads((tmp_path / "ensemble.csv.members.json").read_text())["members"]) == 4
+    # the fold ensemble as a bundle: one graph per member, the same averaged probabilities
+    assert main(["export", str(root / "resnet"), "--out", str(tmp_path / "bundle")]) == 0
+    assert len(json.loads((tmp_path / "bundle" / "metadata.json").read_text())["members"]) == 4
+    assert main(["predict", "--bundle", str(tmp_path / "bundle"), "--manifest", str(manifest), "--out",
+                 str(tmp_path / "bundle.csv")]) == 0
+    from_bundle = np.loadtxt(tmp_path / "bundle.csv", delimiter=",", skiprows=1, usecols=(2, 3))
+    assert np.abs(from_bundle - ensemble).max() < 1e-4
     # The ensemble is read through the plan: a missing fold is named, a plain folder of runs refused.
     import shutil
 

@@ -7,6 +7,7 @@ import argparse
 import os
 
 from common.explain.options import add_explain_arguments
+from common.export.members import add_export_arguments, export_members
 from common.runs.config import TrainConfig
 from common.runs.options import (
     Parser,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_arguments(predict)
     explain = sub.add_parser("explain", help="saliency maps (NIfTI on each scan's grid, PNGs, CSV) from a trained run")
     add_explain_arguments(explain)
+    add_export_arguments(sub)
     return parser
 
 
@@ -46,10 +48,18 @@ def main(argv=None) -> int:
 
 def _dispatch(argv):
     args = build_parser().parse_args(argv)
-    if args.backend:
+    if args.command == "export":
+        os.environ["KERAS_BACKEND"] = "torch"  # tf_transformer/export.py: why
+    elif args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
-    commands = {"train": _train, "predict": _predict, "explain": _explain}
+    commands = {"train": _train, "predict": _predict, "explain": _explain, "export": _export}
     return commands[args.command](args)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from tf_transformer.export import INPUT_LAYOUT, export_run
+
+    export_members(args, export_run, INPUT_LAYOUT)
 
 
 def _train(args: argparse.Namespace) -> None:

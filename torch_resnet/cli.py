@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.explain.options import add_explain_arguments
+from common.export.members import add_export_arguments, export_members
 from common.runs.config import TrainConfig
 from common.runs.options import (
     Parser,
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_arguments(explain)
     explain.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="auto: the GPU if there is one (default: auto)")
+    add_export_arguments(sub)
     return parser
 
 
@@ -44,8 +46,14 @@ def main(argv=None) -> int:
 
 def _dispatch(argv):
     args = build_parser().parse_args(argv)
-    commands = {"train": _train, "predict": _predict, "explain": _explain}
+    commands = {"train": _train, "predict": _predict, "explain": _explain, "export": _export}
     return commands[args.command](args)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from torch_resnet.export import INPUT_LAYOUT, export_run
+
+    export_members(args, export_run, INPUT_LAYOUT)
 
 
 def _train(args: argparse.Namespace) -> None:

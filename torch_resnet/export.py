@@ -1,0 +1,28 @@
+"""`python -m torch_resnet export`: each run's selected weights as an ONNX graph (torch.onnx, the dynamo
+exporter), input (B, 1, D, H, W) float32 with a dynamic batch, output logits (B, N)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from torch_resnet import checkpoints
+from torch_resnet.model import build_resnet
+
+INPUT_LAYOUT = "NCDHW"  # (batch, channel, D, H, W)
+
+
+def export_run(run_dir: Path, out: Path) -> None:
+    payload = checkpoints.load(Path(run_dir) / "model.pt")
+    config = checkpoints.model_config_of(payload)
+    net = build_resnet(config)
+    net.load_state_dict(payload["state_dict"])
+    net.eval()
+    example = torch.zeros(2, config.in_channels, *config.input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), str(out), input_names=["volume"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False)
