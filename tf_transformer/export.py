@@ -2,9 +2,9 @@
 with a dynamic batch, output logits (B, N).
 
 The model is loaded under Keras' torch backend (the weights in a .keras file are backend-agnostic and
-the model uses keras.ops only) and exported by torch.onnx's dynamo exporter: Keras' own ONNX export
-needs tf2onnx on TensorFlow, which does not install beside TensorFlow 2.21's protobuf, and on torch it
-takes the legacy exporter, which fails on the channels-last kernels. The CLI sets KERAS_BACKEND=torch for
+the model uses keras.ops only) and exported by torch.onnx's dynamo exporter: Keras' own ONNX export on
+TensorFlow (tf2onnx 1.17) wrote GELU as an `Erfc` node that onnxruntime 1.32 refuses, and on torch it
+takes torch's legacy exporter, which fails on the channels-last kernels. The CLI sets KERAS_BACKEND=torch for
 this command before Keras is imported."""
 
 from __future__ import annotations
