@@ -9,36 +9,40 @@ this command before Keras is imported."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import keras
-import torch
 
 INPUT_LAYOUT = "NDHWC"  # (batch, D, H, W, channel)
 
 
-class _Inference(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
+def export_keras_file(model_file: Path, out: Path) -> None:
+    if keras.backend.backend() != "torch":
+        raise RuntimeError("the transformer's ONNX export runs on Keras' torch backend (KERAS_BACKEND=torch)")
+    import warnings
 
-    def forward(self, volume):
-        return self.model(volume, training=False)
+    import torch
+
+    from tf_transformer.predict import load_selected_model
+
+    class Inference(torch.nn.Module):  # the Keras model (a torch Module on this backend) in inference mode
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, volume):
+            return self.model(volume, training=False)
+
+    model = load_selected_model(Path(model_file))
+    example = torch.zeros(2, *(int(s) for s in model.inputs[0].shape[1:]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Inference(model).eval(), (example,), str(out), input_names=["volume"], output_names=["logits"],
+                          dynamic_shapes={"volume": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
+                          external_data=False, verbose=False)
 
 
 def export_run(run_dir: Path, out: Path) -> None:
-    if keras.backend.backend() != "torch":
-        raise RuntimeError("the transformer's ONNX export runs on Keras' torch backend (KERAS_BACKEND=torch)")
-    from tf_transformer.predict import load_selected_model
     from tf_transformer.train import MODEL_FILE
 
-    model = load_selected_model(Path(run_dir) / MODEL_FILE)
-    shape = tuple(int(s) for s in model.inputs[0].shape[1:])
-    example = torch.zeros(2, *shape)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Inference(model).eval(), (example,), str(out), input_names=["volume"],
-                          output_names=["logits"], dynamic_shapes={"volume": {0: batch}}, dynamo=True,
-                          external_data=False, verbose=False)
+    export_keras_file(Path(run_dir) / MODEL_FILE, out)
