@@ -56,10 +56,10 @@ export: setup
 BENCH_DIR ?= .cache/bench
 define run_benchmarks
 	rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR)
-	$(PY) -m common.benchmarks data $(1) --json-dir $(BENCH_DIR)
+	$(PY) -m common.bench.suite data $(1) --json-dir $(BENCH_DIR)
 	$(PY) -m torch_resnet.bench suite $(1) --json-dir $(BENCH_DIR)
 	$(PY) -m tf_transformer.bench --suite $(1) --json-dir $(BENCH_DIR)
-	$(PY) -m common.benchmarks render $(BENCH_DIR) --out $(2) --command "$(3)"
+	$(PY) -m common.bench.suite render $(BENCH_DIR) --out $(2) --command "$(3)"
 endef
 
 bench: setup
@@ -72,7 +72,7 @@ bench-quick: setup
 # It needs only numpy, torch and keras, so on a borrowed GPU machine run it with that machine's own
 # python: make bench-gpu PY=python3 (no set-up); ARGS="--device cpu --shape 32" checks it on a CPU.
 bench-gpu:
-	$(PY) -m common.gpu_benchmark --json-dir .cache/bench-gpu --out BENCHMARKS-gpu.md $(ARGS)
+	$(PY) -m common.bench.gpu --json-dir .cache/bench-gpu --out BENCHMARKS-gpu.md $(ARGS)
 
 clean:
 	rm -rf .cache .pytest_cache .ruff_cache

@@ -45,7 +45,7 @@ def _dispatch(argv):
     add_cv_arguments(cv)
     report = sub.add_parser("report", help="compare run directories (or report a cv/<name> folder) in "
                                            "reports/<name>/report.md and report.html")
-    from common.evaluation.report import add_report_arguments
+    from common.evaluation.report_cli import add_report_arguments
 
     add_report_arguments(report)
     explain = sub.add_parser("explain", help="saliency maps for a trained run: forwards to the package that "
@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
         for run_dir in args.run_dirs:
             _score(run_dir, args)
     else:
-        from common.evaluation.report import report_from_args
+        from common.evaluation.report_cli import report_from_args
 
         path = report_from_args(args)
         print(f"report: {path}  (and {path.with_suffix('.html')})")

@@ -18,8 +18,8 @@ def _makefile_bench_steps() -> list[list[str]]:
 def test_quick_benchmark_writes_every_section(tmp_path):
     out, folder = tmp_path / "BENCH.md", tmp_path / "json"
     steps = _makefile_bench_steps()
-    assert [s[1] for s in steps] == ["common.benchmarks", "torch_resnet.bench", "tf_transformer.bench",
-                                     "common.benchmarks"]
+    assert [s[1] for s in steps] == ["common.bench.suite", "torch_resnet.bench", "tf_transformer.bench",
+                                     "common.bench.suite"]
     for step in steps:
         args = [a.replace("$(BENCH_DIR)", str(folder)).replace("$(1)", "--quick").replace("$(2)", str(out))
                 .replace('"$(3)"', "make bench-quick") for a in step]
@@ -39,7 +39,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 
 
 def test_compile_payback_section_renders_both_caches():
-    from common.benchmarks import _render_cpu_checks
+    from common.bench.suite import _render_cpu_checks
 
     timing = {"warmup_seconds": 0.5, "step_seconds": 0.4}
     payback = {"preset": "small", "shape": 32, "batch": 8, "precision": "fp32", "channels_last": True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.runs.capacity import (
+from common.bench.capacity import (
     MemoryPlan,
     batch_for_memory,
     bf16_dense_peak,
@@ -197,7 +197,7 @@ def test_a_training_epoch_measures_how_long_it_waited_for_data(make_manifest, ca
 
 def test_the_script_always_finishes_and_reports_every_row(tmp_path):
     """With no budget every row is skipped, and the JSON and the page are still written."""
-    from common.gpu_benchmark import main
+    from common.bench.gpu import main
 
     assert main(["--device", "cpu", "--shape", "32", "--budget-s", "0", "--json-dir", str(tmp_path),
                  "--out", str(tmp_path / "gpu.md")]) == 0
@@ -214,7 +214,7 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_cpu(tmp_path):
     """`--device cpu --shape 32`: the same script and rows a GPU runs, so it cannot break unseen."""
     out = tmp_path / "BENCHMARKS-gpu.md"
     # generous time limits: on a loaded CPU a row may take minutes, and this test is about the rows working
-    done = subprocess.run([sys.executable, "-m", "common.gpu_benchmark", "--device", "cpu", "--shape", "32", "--steps",
+    done = subprocess.run([sys.executable, "-m", "common.bench.gpu", "--device", "cpu", "--shape", "32", "--steps",
                            "1", "--json-dir", str(tmp_path), "--out", str(out), "--budget-s", "2400",
                            "--row-limit-s", "900"], cwd=ROOT, capture_output=True, text=True, timeout=2700)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -280,7 +280,7 @@ def test_probe_keeps_each_candidates_warmup(tmp_path):
 
 
 def test_only_out_of_memory_counts_as_not_fitting():
-    from common.runs.capacity import runs_in_memory
+    from common.bench.capacity import runs_in_memory
 
     freed = []
 

@@ -119,10 +119,10 @@ def test_a_4d_scan_is_refused_by_name(tmp_path):
 
 
 def test_the_speed_table_reports_ratios_and_raw_numbers():
-    from common.export.bench import median_seconds, preset_for, render, row
+    from common.bench.export_speed import median_seconds, preset_for, render, row
 
     calls = []
     assert median_seconds(lambda: calls.append(1), warmup=2, repeats=5) >= 0 and len(calls) == 7
-    text = render([row("ResNet", "small_recipe", 32, 4, 2, "torch eager", 0.02, 0.01)], "python -m common.export.bench")
+    text = render([row("ResNet", "small_recipe", 32, 4, 2, "torch eager", 0.02, 0.01)], "python -m common.bench.export_speed")
     assert "| ResNet | small_recipe | 32³ | 4 | 2 | torch eager | 200.0 | 400.0 | 2.00× | 20.0 | 10.0 |" in text
     assert preset_for(32) == "small_recipe" and preset_for(64) == "small_recipe_strided"

@@ -81,7 +81,7 @@ def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: 
 
     import keras
 
-    from common.runs.capacity import largest_batch, runs_in_memory
+    from common.bench.capacity import largest_batch, runs_in_memory
     from common.runs.probe import time_steps
     from tf_transformer.config import preset
     from tf_transformer.steps import peak_memory_bytes, synthetic_training_step
@@ -141,7 +141,7 @@ def explain_speed(shape: int, preset_name: str) -> dict:
 
 def suite(quick: bool, json_dir: Path) -> None:
     """Every backend/precision/XLA configuration, each in its own process (the backend is per process)."""
-    from common.benchmarks import run_json, save_json
+    from common.bench.io import run_json, save_json
 
     sizes = SUITE_SIZES["quick" if quick else "full"]
     for i, (label, backend, precision, jit) in enumerate(SUITE_CONFIGS):

@@ -1,4 +1,4 @@
-"""One row of `python -m common.export.bench`: the transformer's native inference (TensorFlow, as `predict`
+"""One row of `python -m common.bench.export_speed`: the transformer's native inference (TensorFlow, as `predict`
 runs it) against its ONNX graph, exported as `python -m common export` does (a child process on Keras'
 torch backend)."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.export.bench import median_seconds, onnx_seconds, row
+from common.bench.export_speed import median_seconds, onnx_seconds, row
 
 
 def main(argv=None) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from common.runs.capacity import MemoryPlan, plan_batches, training_state_bytes
+from common.bench.capacity import MemoryPlan, plan_batches, training_state_bytes
 from tf_transformer.config import TransformerConfig
 
 FP32_BYTES = 4

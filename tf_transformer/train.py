@@ -20,6 +20,7 @@ from common.atomic import atomic_write
 from common.data.batches import EpochBatches, batch_slices
 from common.data.dataset import PreparedDataset
 from common.errors import ConfigError
+from common.evaluation.metrics import report_finished_run
 from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.driver import AdapterFacts, EpochStats, run_training
 from common.runs.hardware import cpu_description
@@ -302,8 +303,10 @@ def train(dataset: PreparedDataset, *, preset: str, model_config: TransformerCon
         set_threads(runtime.threads)
     for line in summary_lines(model_config):
         print(line)
-    return run_training(model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset,
-                        training=training, runtime=runtime, hardware=hardware(),
-                        probe=precision_probe(model_config, training.batch_size, options,
-                                              dataset.folder.parent.parent / "probes"),
-                        build=lambda precision: KerasAdapter(model_config, training, options, precision))
+    run_dir = run_training(model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset,
+                           training=training, runtime=runtime, hardware=hardware(),
+                           probe=precision_probe(model_config, training.batch_size, options,
+                                                 dataset.cache_root / "probes"),
+                           build=lambda precision: KerasAdapter(model_config, training, options, precision))
+    report_finished_run(run_dir)
+    return run_dir

@@ -100,7 +100,7 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
     compiling once per trial would cost minutes)."""
     import gc
 
-    from common.runs.capacity import bf16_dense_peak, largest_batch, runs_in_memory
+    from common.bench.capacity import bf16_dense_peak, largest_batch, runs_in_memory
 
     torch_device = torch.device(device)
     precision, channels_last, compile_model = CAPACITY_PATHS[path]
@@ -212,7 +212,7 @@ def loader(*, shape: int, batch: int, steps: int, device: str, preset_name: str,
     epoch the step loop spent waiting for data. IXI from ../shared/data, else the synthetic demo."""
     import tempfile
 
-    from common.benchmarks import data_source
+    from common.bench.suite import data_source
     from common.data.augment import AugmentConfig
     from common.data.batches import EpochBatches
     from common.data.dataset import prepare_dataset
@@ -289,7 +289,7 @@ def explain_speed(shape: int, preset_name: str) -> dict:
 
 def suite(quick: bool, json_dir: Path) -> None:
     """Throughput, then memory with and without checkpointing, each in a fresh process."""
-    from common.benchmarks import run_json, save_json
+    from common.bench.io import run_json, save_json
 
     sizes = SUITE_SIZES["quick" if quick else "full"]
     print("benchmark: ResNet throughput", flush=True)

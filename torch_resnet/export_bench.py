@@ -1,4 +1,4 @@
-"""One row of `python -m common.export.bench`: the ResNet's native torch inference against its ONNX graph."""
+"""One row of `python -m common.bench.export_speed`: the ResNet's native torch inference against its ONNX graph."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.export.bench import median_seconds, onnx_seconds, row
+from common.bench.export_speed import median_seconds, onnx_seconds, row
 from torch_resnet.config import preset
 from torch_resnet.export import export_network
 from torch_resnet.model import build_resnet

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from common.runs.capacity import MemoryPlan, plan_batches, training_state_bytes
+from common.bench.capacity import MemoryPlan, plan_batches, training_state_bytes
 from torch_resnet.config import ResNetConfig
 from torch_resnet.model import ResBlock, build_resnet, count_parameters
 

@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from common.data.batches import EpochBatches, batch_slices
 from common.data.dataset import PreparedDataset
+from common.evaluation.metrics import report_finished_run
 from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.driver import AdapterFacts, EpochStats, Processes, run_training
 from common.runs.hardware import cpu_description
@@ -296,10 +297,13 @@ def train(dataset: PreparedDataset, *, preset: str, model_config: ResNetConfig, 
                           broadcast=lambda value: broadcast_object(ctx, value))
     # One process: measure what is fastest here. Several: every rank must agree, so no probe (NCDHW).
     probe = None if ctx.enabled else SpeedProbe(model_config, training.batch_size, ctx.device,
-                                                dataset.folder.parent.parent / "probes")
-    return run_training(
+                                                dataset.cache_root / "probes")
+    run_dir = run_training(
         model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset, training=training,
         runtime=runtime, hardware=hardware_of(ctx.device), processes=processes,
         probe=precision_probe(options.channels_last, probe),
         build=lambda precision: TorchAdapter(model_config, training, options, precision, ctx, dataset.classes, dataset,
                                              probe))
+    if ctx.is_main:
+        report_finished_run(run_dir)
+    return run_dir

@@ -51,6 +51,11 @@ def volumes_root(cache_root: Path | None = None) -> Path:
     return Path(cache_root or default_cache_root()) / "volumes"
 
 
+def cache_root_of(cache_folder: Path) -> Path:
+    """The cache root a cache folder <cache_root>/volumes/<key> lies in (the inverse of volumes_root)."""
+    return Path(cache_folder).parent.parent
+
+
 def find_cache_with_content(cache_root: Path | None, wanted: str) -> Path | None:
     """A cache folder whose stored content hash is `wanted`, or None (caches that predate content hashes
     are not opened: they get theirs on first use)."""

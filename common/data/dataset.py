@@ -22,6 +22,7 @@ from common.data.bids import is_bids_root, read_bids
 from common.data.cache import (
     MAX_LISTED,
     build_or_load_cache,
+    cache_root_of,
     default_cache_root,
     dropped_samples,
     open_volumes,
@@ -68,6 +69,11 @@ class PreparedDataset:
     @property
     def data_hash(self) -> str:
         return self.folder.name
+
+    @property
+    def cache_root(self) -> Path:
+        """Where this cache lies: the root that also holds the timed probes' results."""
+        return cache_root_of(self.folder)
 
     @cached_property
     def content_hash(self) -> str:

@@ -21,12 +21,11 @@ from scipy import stats
 
 from common.atomic import atomic_write_text
 from common.errors import DataError
+from common.evaluation.formatting import fmt, with_ci
 from common.evaluation.metrics import compute_metrics
 from common.evaluation.report import (
     SUMMARY_METRICS,
     Run,
-    _fmt,
-    _with_ci,
     comparison_sentences,
     data_section,
     learning_warnings,
@@ -175,7 +174,7 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
               "|---" * (len(SUMMARY_METRICS) + 4) + "|"]
     for m in models:
         for (fold, seed), metrics in sorted(m.metrics.items()):
-            parts.append(f"| {m.label} | {fold} | {seed} | " + " | ".join(_fmt(metrics[k]) for k, _ in SUMMARY_METRICS)
+            parts.append(f"| {m.label} | {fold} | {seed} | " + " | ".join(fmt(metrics[k]) for k, _ in SUMMARY_METRICS)
                          + f" | {metrics['n']} |")
     parts += ["", "## Mean ± sd over folds × seeds (test)", "",
               "| metric | " + " | ".join(m.label for m in models) + " |", "|---" * (len(models) + 1) + "|"]
@@ -187,7 +186,7 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
     parts += learning_warnings(pooled_runs, pooled_metrics)
     parts += ["| metric | " + " | ".join(r.label for r in pooled_runs) + " |", "|---" * (len(pooled_runs) + 1) + "|"]
     for key, name in SUMMARY_METRICS:
-        parts.append(f"| {name} | " + " | ".join(_with_ci(pooled_metrics[r.label]["test"], key)
+        parts.append(f"| {name} | " + " | ".join(with_ci(pooled_metrics[r.label]["test"], key)
                                                  for r in pooled_runs) + " |")
     parts += ["", "## How much a rerun moves the result", ""]
     if len(plan.seeds) < 2:
@@ -210,8 +209,8 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
             parts.append(f"- Across the {plan.folds} folds, {b.label}'s {name} is "
                          f"{'higher' if test['mean'] > 0 else 'lower' if test['mean'] < 0 else 'equal'} than "
                          f"{a.label}'s by {abs(test['mean']):.3f} on average; corrected resampled t-test "
-                         f"(Nadeau & Bengio 2003) t = {_fmt(test['t'], 2)}, df = {test['df']}, "
-                         f"p = {_fmt(test['p_value'], 3)}: {verdict}.")
+                         f"(Nadeau & Bengio 2003) t = {fmt(test['t'], 2)}, df = {test['df']}, "
+                         f"p = {fmt(test['p_value'], 3)}: {verdict}.")
         parts += [f"- On the pooled out-of-fold predictions: {s}" for s in
                   comparison_sentences(pooled_runs[0], pooled_runs[1], n_resamples=n_resamples)]
     parts += ["", "## Figures (pooled out-of-fold predictions)", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -105,6 +106,22 @@ def _renormalised(probabilities: np.ndarray) -> np.ndarray:
     """Clip away exact zeros and undo the rounding of predictions.csv, so log loss stays finite."""
     clipped = np.clip(probabilities, 1e-7, 1.0)
     return clipped / clipped.sum(axis=1, keepdims=True)
+
+
+def report_finished_run(run_dir: Path) -> dict:
+    """Score a finished run (metrics.json) and print its val/test line, and a warning if it did not learn."""
+    metrics = score_run(run_dir)
+    for name in ("val", "test"):
+        if name in metrics:
+            m = metrics[name]
+            print(f"{name}: accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
+                  f"AUC {m['roc_auc']:.3f}  log loss {m['log_loss']:.3f}  (n={m['n']})")
+    failure = learning_failure(metrics["test"]) if "test" in metrics else None
+    if failure:
+        print(f"warning: this run shows no learning on test: {failure}; see the history "
+              "(lower --lr, more --epochs?)", file=sys.stderr)
+    print(f"run directory: {run_dir}")
+    return metrics
 
 
 def score_run(run_dir: Path, *, n_resamples: int = 1000, seed: int = 0) -> dict:

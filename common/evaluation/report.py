@@ -6,7 +6,6 @@ both models are scored by exactly the same code. Runs whose test sample ids diff
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import re
@@ -18,6 +17,7 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.data.sources import is_medmnist_file
 from common.errors import DataError
+from common.evaluation.formatting import fmt, with_ci
 from common.evaluation.metrics import compute_metrics, learning_failure
 from common.evaluation.stats import mcnemar_exact, paired_bootstrap_difference, reliability_bins
 from common.models import PACKAGES, by_package
@@ -136,20 +136,6 @@ def _aligned(run: Run, order: list[str]) -> Predictions:
     return test.take(np.array([position[s] for s in order]))
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _with_ci(metrics: dict, key: str) -> str:
-    value = _fmt(metrics[key])
-    if key in metrics["ci95"]:
-        low, high = metrics["ci95"][key]
-        value += f" ({_fmt(low)}–{_fmt(high)})"
-    return value
-
-
 def data_section(runs: list[Run]) -> str:
     data = runs[0].record.data
     pre = data.preprocess
@@ -214,7 +200,7 @@ def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> str
         lines += [f"### {split}", "", "| metric | " + " | ".join(r.label for r in present) + " |",
                   "|---" * (len(present) + 1) + "|"]
         for key, title in SUMMARY_METRICS:
-            lines.append(f"| {title} | " + " | ".join(_with_ci(metrics[r.label][split], key) for r in present) + " |")
+            lines.append(f"| {title} | " + " | ".join(with_ci(metrics[r.label][split], key) for r in present) + " |")
         lines.append("| n | " + " | ".join(str(metrics[r.label][split]["n"]) for r in present) + " |")
         lines.append("")
     classes = runs[0].predictions.classes
@@ -224,7 +210,7 @@ def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> str
         cells = []
         for r in runs:
             pc = metrics[r.label]["test"]["per_class"][c]
-            cells.append(f"{_fmt(pc['precision'])} / {_fmt(pc['recall'])} / {_fmt(pc['f1'])}")
+            cells.append(f"{fmt(pc['precision'])} / {fmt(pc['recall'])} / {fmt(pc['f1'])}")
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {metrics[runs[0].label]['test']['per_class'][c]['support']} |")
     return "\n".join(lines)
 
@@ -265,7 +251,7 @@ def facts_section(runs: list[Run]) -> str:
             ("parameters", lambda r: f"{r.parameters:,}"),
             ("FLOPs / sample (forward)", lambda r: _si(r.flops_per_sample)),
             ("training time", lambda r: _duration(outcome(r, "train_seconds"))),
-            ("samples / s (training)", lambda r: _fmt(outcome(r, "samples_per_second"), 2)),
+            ("samples / s (training)", lambda r: fmt(outcome(r, "samples_per_second"), 2)),
             ("peak memory", lambda r: _bytes(outcome(r, "peak_memory_bytes"))),
             ("best epoch (on val) / epochs run", lambda r: f"{outcome(r, 'best_epoch')} / {outcome(r, 'epochs_run')}"),
             ("device", lambda r: r.device),
@@ -394,26 +380,3 @@ def to_html(markdown_text: str, folder: Path, title: str) -> str:
     body = re.sub(r'src="([^"/:]+\.png)"', embed, body)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{HTML_STYLE}</style></head><body>{body}</body></html>")
-
-
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="*", type=Path,
-                        help="run directories (default: the latest transformer and ResNet runs under --runs-root)")
-    parser.add_argument("--runs-root", type=Path, default=Path("runs"))
-    parser.add_argument("--name", default="latest", help="reports/<name>/ (default: latest)")
-    parser.add_argument("--out-root", type=Path, default=Path("reports"))
-    parser.add_argument("--title", default="Model comparison")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
-
-
-def report_from_args(args: argparse.Namespace) -> Path:
-    from common.evaluation.cv_report import build_cv_report, cv_folders_among
-
-    cv_folders = cv_folders_among(args.run_dirs)
-    if cv_folders:
-        out_dir = cv_folders[0] / "report" if args.name == "latest" and len(cv_folders) == 1 \
-            else args.out_root / args.name
-        return build_cv_report(cv_folders, out_dir, n_resamples=args.bootstrap,
-                               title=args.title if args.title != "Model comparison" else "Cross-validation")
-    run_dirs = args.run_dirs or find_latest_runs(args.runs_root)
-    return build_report(run_dirs, args.out_root / args.name, title=args.title, n_resamples=args.bootstrap)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+from common.evaluation.formatting import fmt
 
 
 def model_card(metadata: dict) -> str:
@@ -33,7 +31,7 @@ def model_card(metadata: dict) -> str:
              "| member | run | fold | seed | n | accuracy | balanced accuracy | ROC AUC |", "|---|---|---|---|---|---|---|---|"]
     for m in members:
         ci = m["test_ci95"]
-        cells = [f"{_fmt(m['test'][k])} [{_fmt((ci.get(k) or [None, None])[0])}, {_fmt((ci.get(k) or [None, None])[1])}]"
+        cells = [f"{fmt(m['test'][k])} [{fmt((ci.get(k) or [None, None])[0])}, {fmt((ci.get(k) or [None, None])[1])}]"
                  for k in ("accuracy", "balanced_accuracy", "roc_auc")]
         lines.append(f"| {m['file']} | {m['run']} | {m['fold']} | {m['seed']} | {m['test_n']} | " + " | ".join(cells) + " |")
     lines += ["", "## Limits",

@@ -30,7 +30,6 @@ from common.atomic import atomic_write_text
 from common.data.batches import EpochBatches, balanced_class_weights
 from common.data.dataset import PreparedDataset
 from common.errors import ConfigError, DataError
-from common.evaluation.metrics import learning_failure, score_run
 from common.models import by_package
 from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.faults import kill_after_steps, kill_point, maybe_kill
@@ -211,7 +210,7 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
                 precision = decide_precision(training.precision, hardware, probe=probe)
             if stored is not None:
                 requested = RunIdentity(model, preset, model_config, data, training, precision)
-                differences = identity_differences(stored.identity(), requested, cache_root=dataset.folder.parent.parent)
+                differences = identity_differences(stored.identity(), requested, cache_root=dataset.cache_root)
                 if differences:
                     raise ConfigError(f"--run-dir {run_dir}: cannot resume, the run was made with other settings "
                                       f"(stored -> requested): {'; '.join(differences)}. Use a new --run-dir")
@@ -377,8 +376,9 @@ class _Loop:
               flush=True)
 
     # ---- the end of a run -----------------------------------------------------------------------
-    def finish(self, record: RunRecord) -> dict:
-        """Predict val and test with the selected model; write predictions.csv, the outcome, metrics.json."""
+    def finish(self, record: RunRecord) -> None:
+        """Predict val and test with the selected model; write predictions.csv and the outcome. Scoring
+        (metrics.json) is the evaluation layer's: the trainers call common.evaluation.metrics.report_finished_run."""
         if self._tb is not None:
             self._tb.close()
         if not self.state.best_epoch:
@@ -407,15 +407,3 @@ class _Loop:
                           peak_memory_bytes=self.adapter.peak_memory_bytes(),
                           predict_seconds=time.perf_counter() - started)
         write_record(self.run_dir, replace(record, outcome=outcome))
-        metrics = score_run(self.run_dir)
-        for name in ("val", "test"):
-            if name in metrics:
-                m = metrics[name]
-                print(f"{name}: accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
-                      f"AUC {m['roc_auc']:.3f}  log loss {m['log_loss']:.3f}  (n={m['n']})")
-        failure = learning_failure(metrics["test"]) if "test" in metrics else None
-        if failure:
-            print(f"warning: this run shows no learning on test: {failure}; see the history "
-                  f"(lower --lr, more --epochs?)", file=sys.stderr)
-        print(f"run directory: {self.run_dir}")
-        return metrics

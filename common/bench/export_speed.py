@@ -1,6 +1,6 @@
 """Bundle inference speed: onnxruntime against native torch / TensorFlow, same network, batch and threads.
 
-    python -m common.export.bench [--shapes 32 64] [--batch 4] [--threads 2] [--out results/export/bench.md]
+    python -m common.bench.export_speed [--shapes 32 64] [--batch 4] [--threads 2] [--out results/export/bench.md]
 
 Each row is one child process per framework (`python -m torch_resnet.export_bench`,
 `python -m tf_transformer.export_bench`): the network with random weights at the CPU recipe preset of that size, its
@@ -85,7 +85,7 @@ def render(rows: list[dict], command: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.export.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m common.bench.export_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batch", type=int, default=4)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = [run_case(package, preset_for(shape), shape, args.batch, args.threads) for shape in args.shapes
             for package in PACKAGES]
-    text = render(rows, "python -m common.export.bench " + " ".join(argv if argv is not None else sys.argv[1:]))
+    text = render(rows, "python -m common.bench.export_speed " + " ".join(argv if argv is not None else sys.argv[1:]))
     if args.out:
         atomic_write_text(args.out, text)
         print(f"benchmark: {args.out}")

@@ -4,8 +4,8 @@ Every configuration runs in its own process with a time limit taken from one ove
 out-of-memory crash, a hang or a missing library costs that row, not the run; the JSON is rewritten after
 every row, so whatever finished survives even a killed script. Runs on a CPU as a test:
 
-    python -m common.gpu_benchmark --device cuda --json-dir .cache/bench-gpu --out BENCHMARKS-gpu.md
-    python -m common.gpu_benchmark --device cpu --shape 32 --json-dir DIR --out DIR/BENCHMARKS-gpu.md
+    python -m common.bench.gpu --device cuda --json-dir .cache/bench-gpu --out BENCHMARKS-gpu.md
+    python -m common.bench.gpu --device cpu --shape 32 --json-dir DIR --out DIR/BENCHMARKS-gpu.md
 
 Rows: the seed ResNet (plain fp32, bf16 + channels_last, + torch.compile) and the seed transformer (with
 and without flash attention) at 128^3 and 192^3 — largest batch by a bounded search, samples/s, peak
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from common.benchmarks import run_json
+from common.bench.io import run_json
 
 DEFAULT_BUDGET_S = 420  # the whole script: 7 minutes, inside the 8 a GPU window allows with start-up
 MAX_ROW_S = 150
@@ -184,7 +184,7 @@ def device_description(device: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.gpu_benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m common.bench.gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--shape", type=int, nargs="+", help="input sizes (default: 128 192 on cuda, 32 on cpu)")
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
                      cuda and not args.no_compile, args.loader_shape or (128 if cuda else 32), args.loader_steps)
     args.json_dir.mkdir(parents=True, exist_ok=True)
     result = run(rows, args.json_dir / "gpu.json", args.budget_s, header, args.row_limit_s)
-    command = "python -m common.gpu_benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m common.bench.gpu " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_text(args.out, render(result, command.strip()))
     print(f"wrote {args.out} and {args.json_dir / 'gpu.json'}")
     return 0

@@ -2,20 +2,18 @@
 
 Each package owns its benchmark (`python -m torch_resnet.bench suite`, `python -m tf_transformer.bench
 suite`); the Makefile's `bench` target orchestrates: every part writes JSON into one folder, then
-`python -m common.benchmarks render` turns that folder into BENCHMARKS.md. Every ratio compares
+`python -m common.bench.suite render` turns that folder into BENCHMARKS.md. Every ratio compares
 numbers measured in the same run. `--quick` shrinks every size so CI can afford it.
 
-    python -m common.benchmarks data [--quick] --json-dir DIR
-    python -m common.benchmarks render DIR --out BENCHMARKS.md --command "make bench"
+    python -m common.bench.suite data [--quick] --json-dir DIR
+    python -m common.bench.suite render DIR --out BENCHMARKS.md --command "make bench"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write_text
+from common.bench.io import save_json
 from common.runs.hardware import cpu_description
 
 IXI_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
@@ -111,33 +110,6 @@ def t1_linear_pipeline(sizes: dict, quick: bool) -> dict:
     return result
 
 
-def run_json(module: str, args: list[str], env_extra: dict | None = None, timeout: float | None = None) -> dict:
-    """Run `python -m module args` (one benchmark configuration per process); its last stdout line is JSON.
-    A failure, a crash (e.g. killed for memory) or a timeout comes back as {"error": ..., "command": ...}."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
-    command = [sys.executable, "-m", module, *args]
-    shown = " ".join(["python", "-m", module, *args])
-    if env_extra:
-        shown = " ".join(f"{k}={v}" for k, v in env_extra.items()) + " " + shown
-    try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "command": shown}
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
-                "command": shown}
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"error": "no JSON result on stdout", "command": shown}
-    result["command"] = shown
-    return result
-
-
-def save_json(path: Path, result: dict) -> None:
-    atomic_write_text(Path(path), json.dumps(result, indent=1, default=str))
-
-
 def data_benchmark(quick: bool) -> dict:
     sizes = DATA_SIZES["quick" if quick else "full"]
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick,
@@ -179,7 +151,7 @@ def _g(value: float, unit: str = "") -> str:
 
 def _render_cpu_checks(result: dict) -> list[str]:
     """Data wait of a training epoch, torch.compile's payback, and the 192^3 memory plan."""
-    from common.gpu_benchmark import render_plan
+    from common.bench.gpu import render_plan
 
     lines = []
     loader = result.get("resnet_loader")
@@ -355,7 +327,7 @@ def _render_explain(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.benchmarks", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m common.bench.suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="the data-pipeline benchmark -> DIR/data.json")
