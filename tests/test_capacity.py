@@ -316,3 +316,38 @@ def test_gpu_rows_need_only_numpy_torch_and_keras(module, args):
                           text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "torch"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "error" not in json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("cached", [
+    {"samples_per_second": {"fp32": 1.0, "bf16": 100.0}, "warmup_seconds": {"fp32": 1.0, "bf16": 1.0}},  # implausible
+    {"samples_per_second": {"fp32": -1.0, "bf16": 0.0}, "warmup_seconds": {"fp32": 1.0, "bf16": 1.0}},
+    {"samples_per_second": {"fp32": "NaN", "bf16": 2.0}, "warmup_seconds": {"fp32": 1.0, "bf16": 1.0}},
+    "not json at all",
+])
+def test_a_damaged_or_edited_probe_cache_is_measured_again(tmp_path, cached):
+    import json
+
+    from common.runs.probe import timed_probe
+
+    cache = tmp_path / "probe.json"
+    cache.write_text(cached if isinstance(cached, str) else json.dumps(cached).replace('"NaN"', "NaN"))
+    measured = []
+    speeds = timed_probe(["fp32", "bf16"], lambda c: (lambda: measured.append(c)), batch_size=2, cache_file=cache)
+    assert set(measured) == {"fp32", "bf16"}  # measured here, not believed
+    assert all(0 < v < float("inf") for v in speeds.values())
+    assert "NaN" not in cache.read_text() and "Infinity" not in cache.read_text()
+
+
+def test_a_directory_in_place_of_the_probe_cache_and_a_reprobe(tmp_path, monkeypatch):
+    from common.runs.probe import timed_probe
+
+    folder = tmp_path / "probe.json"
+    folder.mkdir()
+    assert timed_probe(["a"], lambda c: (lambda: None), batch_size=2, cache_file=folder)["a"] > 0
+    assert folder.is_dir()
+    cache = tmp_path / "probe2.json"
+    timed_probe(["a"], lambda c: (lambda: None), batch_size=2, cache_file=cache)
+    monkeypatch.setenv("VOLCLS_REPROBE", "1")
+    measured = []
+    timed_probe(["a"], lambda c: (lambda: measured.append(c)), batch_size=2, cache_file=cache)
+    assert measured  # VOLCLS_REPROBE=1 measures again

@@ -26,7 +26,7 @@ from common.atomic import atomic_write_text
 from common.bench.io import save_json
 from common.runs.hardware import cpu_description
 
-IXI_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
+IXI_MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
 
 DATA_SIZES = {"full": {"data_shape": 64, "matmul_n": 4096, "t1_linear_volumes": 8},
               "quick": {"data_shape": 32, "matmul_n": 1024, "t1_linear_volumes": 2}}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -21,6 +23,11 @@ from common.atomic import atomic_write_text
 PROBE_FORMAT = 3  # 2: warm-up seconds kept beside samples/s; 3: interleaved rounds, fastest step
 TIMED_STEPS = 3  # after one untimed warm-up step (allocation, kernel selection, tracing)
 SLOW_STEP_SECONDS = 5.0  # a warm-up slower than this: time a single step (big models on a CPU)
+# VOLCLS_REPROBE=1: measure again and overwrite the cached probe results of this machine.
+REPROBE_ENV = "VOLCLS_REPROBE"
+# Cached speeds of one model's candidates further apart than this are not believed (bf16 vs fp32,
+# layouts and compilation differ by well under 20x on any CPU or GPU this project has met).
+MAX_PLAUSIBLE_RATIO = 50.0
 
 
 def probe_key(facts: dict) -> str:
@@ -61,15 +68,9 @@ def timed_probe(candidates: list[str], make_step: Callable[[str], Callable[[], N
     Candidates already in `cache_file` (one JSON object per probe context) are not measured again.
     `warmups`, if given, receives each candidate's untimed first step in seconds (what a compilation costs).
     """
-    known: dict[str, float] = {}
-    known_warmups: dict[str, float] = {}
-    if cache_file is not None and cache_file.is_file():
-        try:
-            cached = json.loads(cache_file.read_text())
-            known = {str(k): float(v) for k, v in cached["samples_per_second"].items()}
-            known_warmups = {str(k): float(v) for k, v in cached["warmup_seconds"].items()}
-        except (ValueError, AttributeError, KeyError, TypeError):
-            known, known_warmups = {}, {}  # a damaged cache entry is measured again
+    if cache_file is not None and cache_file.exists() and not cache_file.is_file():
+        cache_file = None  # a directory (or other non-file) in its place: measure, and keep nothing
+    known, known_warmups = ({}, {}) if cache_file is None or os.environ.get(REPROBE_ENV) else _read_cache(cache_file)
     missing = [c for c in candidates if c not in known or c not in known_warmups]
     if missing:
         speeds, warmup_seconds = _interleaved_timing(missing, make_step, batch_size, timer)
@@ -81,6 +82,22 @@ def timed_probe(candidates: list[str], make_step: Callable[[str], Callable[[], N
     if warmups is not None:
         warmups.update({c: known_warmups[c] for c in candidates})
     return {c: known[c] for c in candidates}
+
+
+def _read_cache(cache_file: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """(samples/s, warm-up seconds) per candidate from a probe cache file; nothing if any value is not a
+    finite positive speed or a finite non-negative time (a damaged or edited file): measured again."""
+    try:
+        cached = json.loads(cache_file.read_text())
+        speeds = {str(k): float(v) for k, v in cached["samples_per_second"].items()}
+        warmups = {str(k): float(v) for k, v in cached["warmup_seconds"].items()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return {}, {}
+    valid = (all(math.isfinite(v) and v > 0 for v in speeds.values())
+             and all(math.isfinite(v) and v >= 0 for v in warmups.values()))
+    if not valid or (len(speeds) >= 2 and max(speeds.values()) / min(speeds.values()) > MAX_PLAUSIBLE_RATIO):
+        return {}, {}  # all measured again together (one candidate "100x" another is no measurement)
+    return speeds, warmups
 
 
 def _interleaved_timing(candidates: list[str], make_step, batch_size: int, timer) -> tuple[dict, dict]:
@@ -101,7 +118,7 @@ def _interleaved_timing(candidates: list[str], make_step, batch_size: int, timer
             started = timer()
             step()
             seconds[candidate].append(timer() - started)
-    speeds = {c: round(batch_size / min(s), 3) if min(s) > 0 else float("inf") for c, s in seconds.items()}
+    speeds = {c: round(batch_size / max(min(s), 1e-9), 3) for c, s in seconds.items()}  # finite: JSON has no inf
     return speeds, warmups
 
 
