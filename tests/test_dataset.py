@@ -88,6 +88,35 @@ def test_missing_file_is_named_before_any_work(make_manifest, cache_root):
         prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
 
 
+def test_every_missing_file_is_listed_and_drop_invalid_drops_them(make_manifest, cache_root, capsys):
+    import os
+
+    manifest = make_manifest(n_subjects=40)
+    for i in range(25):  # 25 missing files: the first 20 listed and a count
+        (manifest.parent / f"s{i:02d}_0.nii.gz").unlink()
+    with pytest.raises(DataError) as error:
+        prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+    text = str(error.value)
+    assert text.startswith("25 of 40 samples are invalid:") and "... and 5 more" in text
+    assert "labels.csv row 2: file not found" in text and "--drop-invalid" in text
+    (manifest.parent / "s30_0.nii.gz").unlink()
+    os.symlink(manifest.parent / "s30_0.nii.gz", manifest.parent / "s30_0.nii.gz.link")
+    (manifest.parent / "s30_0.nii.gz.link").rename(manifest.parent / "s30_0.nii.gz")  # a link to itself: a loop
+    dataset = prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root,
+                              progress=False, drop_invalid=True)
+    assert len(dataset.dropped) == 26 and "s30_0" in dataset.dropped
+    assert sum(len(ids) for ids in dataset.splits["sample_ids"].values()) == 14
+    assert "left out 26 unreadable file(s)" in capsys.readouterr().err
+
+
+def test_predict_lists_every_missing_input(tmp_path):
+    from common.data.inference import input_paths
+
+    paths = [tmp_path / f"x{i}.nii.gz" for i in range(3)]
+    with pytest.raises(DataError, match=r"3 of 3 input files not found:\n  .*x0.nii.gz\n  .*x1.nii.gz"):
+        input_paths(paths, None)
+
+
 @pytest.mark.parametrize(
     "extra,columns,message",
     [

@@ -25,6 +25,7 @@ from common.data.cache import (
     cache_root_of,
     default_cache_root,
     dropped_samples,
+    invalid_samples_error,
     open_volumes,
 )
 from common.data.demo import demo_source
@@ -169,6 +170,7 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
     source = source or open_source(data, label_column=label_column, classes=classes, cache_root=cache_root,
                                    class_names=class_names, bids_suffix=bids_suffix, bids_filter=bids_filter)
     preprocess = (preprocess or PreprocessConfig()).resolved_for(source.kind)
+    source, unreadable = without_unreadable_files(source, drop_invalid=drop_invalid)
     folder = build_or_load_cache(source, preprocess, cache_root, workers=workers, progress=progress,
                                  drop_invalid=drop_invalid)
     dropped = dropped_samples(folder)
@@ -187,9 +189,31 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
         _write_split_arrays(split_folder, folder, splits)
         write_splits(splits_path, splits)  # last: its presence means the arrays are complete
     dataset = PreparedDataset(folder, split_folder, source.kind, source.location, source.label_column,
-                              list(source.classes), preprocess, splits, split, dropped)
+                              list(source.classes), preprocess, splits, split, {**unreadable, **dropped})
     check_every_class_present(dataset)
     return dataset
+
+
+def without_unreadable_files(source: Source, *, drop_invalid: bool) -> tuple[Source, dict[str, str]]:
+    """Every sample file that is missing, a broken link or a link loop, listed at once (first MAX_LISTED and a
+    count); with drop_invalid they are left out (and listed in the run) instead."""
+    unreadable = {}
+    for s in source.samples:
+        if s.path is None:
+            continue
+        if s.path.is_symlink() and not s.path.exists():
+            unreadable[s.sample_id] = f"{s.origin}: {s.path}: a symbolic link to nothing (broken, or a loop)"
+        elif not s.path.exists():
+            unreadable[s.sample_id] = f"{s.origin}: file not found: {s.path}"
+        elif not s.path.is_file():
+            unreadable[s.sample_id] = f"{s.origin}: {s.path}: not a file"
+    if not unreadable:
+        return source, {}
+    if not drop_invalid or len(unreadable) == len(source.samples):
+        raise invalid_samples_error(unreadable, len(source.samples))
+    listed = "; ".join(list(unreadable.values())[:MAX_LISTED]) + (" ..." if len(unreadable) > MAX_LISTED else "")
+    print(f"warning: --drop-invalid left out {len(unreadable)} unreadable file(s): {listed}", file=sys.stderr)
+    return replace(source, samples=[s for s in source.samples if s.sample_id not in unreadable]), unreadable
 
 
 def check_every_class_present(dataset: PreparedDataset) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import atomic_write
+from common.data.cache import MAX_LISTED
 from common.data.preprocess import PreprocessConfig, preprocess_file
 from common.data.sources import is_nifti_path, read_csv_rows, resolve_path, strip_nifti_suffix
 from common.errors import DataError
@@ -30,8 +31,11 @@ def input_paths(inputs: list[Path] | None, manifest: Path | None) -> list[Path]:
     for path in paths:
         if not is_nifti_path(path):
             raise DataError(f"{path}: not a .nii or .nii.gz file")
-        if not path.is_file():
-            raise DataError(f"{path}: file not found")
+    missing = [path for path in paths if not path.is_file()]
+    if missing:  # all of them at once, not the first of 10,000
+        shown = "\n".join(f"  {p}" for p in missing[:MAX_LISTED])
+        more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+        raise DataError(f"{len(missing)} of {len(paths)} input files not found:\n{shown}{more}")
     return paths
 
 

@@ -101,10 +101,12 @@ def read_csv_rows(csv_path: Path, *, required: Sequence[str], hint: str = "") ->
 
 
 def resolve_path(path: Path, *, origin: str) -> Path:
+    """The absolute, resolved path; a link loop stays unresolved (absolute) so that the check of every
+    file lists it with the others (and --drop-invalid can drop it)."""
     try:
         return path.resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
-        raise DataError(f"{origin}: {path}: cannot be resolved ({exc})") from exc
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+        return path.absolute()
 
 
 def read_manifest(csv_path: Path, *, label_column: str, classes: Sequence[str] | None = None) -> Source:
