@@ -101,3 +101,9 @@ def test_cli_reads_bids_options(tmp_path, capsys):
     assert main(["prepare", "--data", str(root), "--label-column", "group", "--bids-filter", "acq",
                  "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "--bids-filter 'acq': expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_all_labels_missing_names_the_labels_not_the_images(tmp_path):
+    root = make_bids(tmp_path / "bids", participants="participant_id\tgroup\nsub-01\tn/a\nsub-02\t\nsub-04\tn/a\n")
+    with pytest.raises(DataError, match=r"participants.tsv: every participant with a T1w image has no 'group'"):
+        read_bids(root, label_column="group")

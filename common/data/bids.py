@@ -129,10 +129,11 @@ def read_bids(root: Path, *, label_column: str, suffix: str = "T1w", filters: Se
         raise DataError(f"{root}: a BIDS dataset needs --label-column (a column of {PARTICIPANTS})")
     wanted = parse_filters(filters)
     labels, unlabelled = read_participants(root, label_column)
-    samples, seen = [], {}
+    samples, seen, images_unlabelled = [], {}, 0
     for path, keys in find_images(root, suffix, wanted):
         participant = f"sub-{keys['sub']}"
         if participant in unlabelled:
+            images_unlabelled += 1
             continue
         if participant not in labels:
             raise DataError(f"{path}: participant '{participant}' has no row in {root / PARTICIPANTS}")
@@ -145,6 +146,9 @@ def read_bids(root: Path, *, label_column: str, suffix: str = "T1w", filters: Se
         sample_id = strip_nifti_suffix(path.name).rsplit("_", 1)[0]
         samples.append(Sample(sample_id, participant, labels[participant], path=path.resolve(),
                               origin=str(path.relative_to(root))))
+    if not samples and images_unlabelled:  # the images are there: their labels are not
+        raise DataError(f"{root / PARTICIPANTS}: every participant with a {suffix} image has no '{label_column}' "
+                        f"(n/a or empty for {len(unlabelled)} participant(s)); choose another --label-column")
     if not samples:
         raise DataError(f"{root}: no {suffix} images" + (f" matching {wanted}" if wanted else "")
                         + " under sub-*/[ses-*/]anat/")
