@@ -201,6 +201,34 @@ def test_medmnist_npz_keeps_official_split(tmp_path, cache_root):
     assert ds.split("val").x.max() == 1.0
 
 
+def _npz(path, *, train_labels=None, val_images=None, object_labels=False):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 6), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = (rng.random((n, 4, 4, 4)) > 0.5).astype(np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1).astype(np.uint8)
+    if train_labels is not None:
+        arrays["train_labels"] = np.asarray(train_labels).reshape(-1, 1)
+    if val_images is not None:
+        arrays["val_images"], arrays["val_labels"] = val_images, np.zeros((0, 1), np.uint8)
+    if object_labels:
+        arrays["train_labels"] = np.array([[0], [1], [0], [1], [0], None], dtype=object)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(train_labels=[0, 1, np.nan, 1, 0, 1]), r"train_labels: 1 label\(s\) are not whole numbers >= 0 \(e.g. \[nan\]\)"),
+    (dict(train_labels=[0, 1, 0.5, 1, 0, 1]), r"train_labels: 1 label\(s\) are not whole numbers"),
+    (dict(train_labels=[0, 1, -1, 1, 0, 1]), r"not whole numbers >= 0"),
+    (dict(val_images=np.zeros((0, 4, 4, 4), np.uint8)), r"val_images is empty"),
+    (dict(object_labels=True), r"object arrays"),
+])
+def test_medmnist_labels_that_are_not_classes_are_refused(tmp_path, kwargs, message):
+    with pytest.raises(DataError, match=message):
+        read_medmnist(_npz(tmp_path / "x.npz", **kwargs))
+
+
 def test_medmnist_missing_arrays(tmp_path):
     np.savez(tmp_path / "bad.npz", train_images=np.zeros((2, 4, 4, 4)))
     with pytest.raises(DataError, match="bad.npz: missing MedMNIST arrays"):

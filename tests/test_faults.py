@@ -206,6 +206,8 @@ def test_predict_inputs(tmp_path, capsys):
     assert main(["predict", "--run-dir", str(tmp_path), "--out", str(tmp_path / "x"), str(a)]) == 2
     err = capsys.readouterr().err
     assert f"--out {tmp_path / 'x'}: is a directory" in err
+    assert main(["predict", "--run-dir", str(tmp_path), "--out", str(tmp_path / "no" / "p.csv"), str(a)]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_unsafe_keras_file_is_refused_with_one_line(tmp_path):

@@ -191,6 +191,18 @@ def is_medmnist_file(path: str | Path) -> bool:
     return any(stem == name or stem.startswith(name + "_") for name in MEDMNIST_3D)
 
 
+def check_integer_labels(labels: np.ndarray, origin: str) -> None:
+    """Class labels are whole numbers >= 0: a NaN or 0.5 must not be truncated into some class."""
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
+            or labels.dtype == bool):
+        raise DataError(f"{origin}: dtype {labels.dtype}; expected integer class labels")
+    values = labels.astype(np.float64, copy=False)
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+    if bad.any():
+        raise DataError(f"{origin}: {int(bad.sum())} label(s) are not whole numbers >= 0 "
+                        f"(e.g. {values[bad].ravel()[:3].tolist()})")
+
+
 def read_medmnist(npz_path: Path, *, classes: Sequence[str] | None = None,
                   class_names: Sequence[str] | None = None) -> Source:
     """A MedMNIST-3D `.npz` file; its official split is kept. Sample ids are `<split>_<index>`.
@@ -201,7 +213,7 @@ def read_medmnist(npz_path: Path, *, classes: Sequence[str] | None = None,
     if not npz_path.is_file():
         raise DataError(f"{npz_path}: file not found")
     try:
-        archive = np.load(npz_path)
+        archive = np.load(npz_path)  # allow_pickle stays off: object arrays are refused below
     except Exception as exc:  # zipfile / pickle errors: not an npz file
         raise DataError(f"{npz_path}: not a readable .npz file ({exc})") from exc
     with archive:
@@ -210,7 +222,14 @@ def read_medmnist(npz_path: Path, *, classes: Sequence[str] | None = None,
             raise DataError(f"{npz_path}: missing MedMNIST arrays {missing}; found {archive.files}")
         samples, arrays = [], {}
         for split in SPLIT_NAMES:
-            images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+            try:
+                images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+            except ValueError as exc:  # "Object arrays cannot be loaded when allow_pickle=False"
+                raise DataError(f"{npz_path}: {split}_images / {split}_labels are object arrays ({exc}); "
+                                "expected numeric arrays") from None
+            check_integer_labels(labels, f"{npz_path}: {split}_labels")
+            if len(images) == 0 and split != "test":
+                raise DataError(f"{npz_path}: {split}_images is empty; train and val need samples")
             if images.ndim != 4:
                 raise DataError(f"{npz_path}: {split}_images has shape {images.shape}; expected (N, D, H, W)")
             labels = labels.reshape(len(labels), -1)

@@ -7,6 +7,7 @@ everything past `configs_from_args` is typed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -77,6 +78,11 @@ def check_predict_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     if Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out}: is a directory; name a CSV file")
+    folder = Path(args.out).absolute().parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out {args.out}: its folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):  # checked before any scan is read, not after all the work
+        raise ConfigError(f"--out {args.out}: its folder {folder} is not writable")
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
