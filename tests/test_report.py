@@ -141,3 +141,18 @@ def test_report_shows_the_same_saliency_cases_for_every_run(two_runs):
     assert row.count("![") == 2  # one image per run (one method each)
     html = md_path.with_suffix(".html").read_text()
     assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) == 4 + 2 * len(rows)
+
+
+def test_the_verdict_comes_first_with_the_majority_baseline(tmp_path):
+    fake_run(tmp_path / "runs" / "vit-1", model="tf_transformer", seed=1, skill=0.2)
+    b = fake_run(tmp_path / "runs" / "resnet-1", model="torch_resnet", seed=2, skill=4.0)
+    md = build_report(find_latest_runs(tmp_path / "runs"), tmp_path / "r", n_resamples=200).read_text()
+    assert md.index("## Verdict") < md.index("## Metrics") < md.index("## Is the difference real?")
+    verdict = md.split("## Verdict")[1].split("Runs (relative")[0]
+    assert "**ResNet is ahead of Transformer** on test balanced accuracy" in verdict
+    assert _row(verdict, "majority-class guess") == ["0.500 (chance: 1/K)", "0.500", "0.500"]  # 18 / 18
+    assert _row(verdict, "ResNet")[0].startswith(f"{skm.balanced_accuracy_score(b[0], b[1].argmax(1)):.3f} (")
+    fake_run(tmp_path / "close" / "vit-1", model="tf_transformer", seed=3, skill=1.0)
+    fake_run(tmp_path / "close" / "resnet-1", model="torch_resnet", seed=4, skill=1.0)
+    md = build_report(find_latest_runs(tmp_path / "close"), tmp_path / "c", n_resamples=200).read_text()
+    assert "**Transformer and ResNet are not significantly different** on test balanced accuracy" in md

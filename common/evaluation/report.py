@@ -215,19 +215,67 @@ def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> str
     return "\n".join(lines)
 
 
-def comparison_sentences(a: Run, b: Run, *, n_resamples: int = 1000) -> list[str]:
-    """Plain sentences on whether B differs from A on the same test samples."""
+COMPARED = (("balanced_accuracy", "balanced accuracy"), ("roc_auc", "ROC AUC"), ("accuracy", "accuracy"))
+PRIMARY = ("balanced_accuracy", "balanced accuracy")  # the verdict's metric: chance is 1/K whatever the class balance
+
+
+def paired_comparison(a: Run, b: Run, *, n_resamples: int = 1000) -> dict:
+    """B - A on the same test samples: {metric: (difference, (low, high))} by paired bootstrap, and the exact
+    McNemar test of which samples each got right."""
     order = sorted(a.split("test").sample_ids)
     pa, pb = _aligned(a, order), _aligned(b, order)
-    k = len(pa.classes)
     y = pa.y_true
-    test = mcnemar_exact(pa.y_pred == y, pb.y_pred == y)
+    out = {"mcnemar": mcnemar_exact(pa.y_pred == y, pb.y_pred == y)}
+    for name, _ in COMPARED:
+        diff = paired_bootstrap_difference(name, y, (pa.y_pred, pa.probabilities), (pb.y_pred, pb.probabilities),
+                                           n_classes=len(pa.classes), n_resamples=n_resamples)
+        out[name] = (diff["difference"], tuple(diff["ci95"]))
+    return out
+
+
+def verdict_section(runs: list[Run], metrics: dict[str, dict[str, dict]], comparisons: dict[str, dict]) -> str:
+    """The answer first: which model is ahead on test, by how much, how sure; and what a majority-class
+    guess would score on the same test set."""
+    key, title = PRIMARY
+    test = {r.label: metrics[r.label]["test"] for r in runs}
+    lines = ["## Verdict", ""]
+    if len(runs) >= 2:
+        a = runs[0]
+        for b in runs[1:]:
+            d, (low, high) = comparisons[b.label][key]
+            p = comparisons[b.label]["mcnemar"]["p_value"]
+            if not np.isfinite(d):
+                continue
+            sure = low > 0 or high < 0
+            leader, other = (b.label, a.label) if d > 0 else (a.label, b.label)
+            head = (f"**{leader} is ahead of {other}** on test {title}" if sure
+                    else f"**{a.label} and {b.label} are not significantly different** on test {title}")
+            lines.append(f"{head}: {fmt(test[a.label][key])} vs {fmt(test[b.label][key])} "
+                         f"({b.label} − {a.label} = {d:+.3f}, paired bootstrap 95 % CI {low:+.3f}…{high:+.3f}; "
+                         f"exact McNemar p = {p:.3g} on accuracy).")
+            lines.append("")
+    else:
+        lines += [f"One run: {runs[0].label}'s test {title} is {with_ci(test[runs[0].label], key)}.", ""]
+    y = runs[0].split("test").y_true
+    k = len(runs[0].predictions.classes)
+    majority = float(np.bincount(y, minlength=k).max() / len(y)) if len(y) else float("nan")
+    lines += [f"| model (test, n = {len(y)}) | {title} (95 % CI) | ROC AUC (95 % CI) | accuracy (95 % CI) |",
+              "|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r.label} | {with_ci(test[r.label], key)} | {with_ci(test[r.label], 'roc_auc')} "
+                     f"| {with_ci(test[r.label], 'accuracy')} |")
+    lines.append(f"| majority-class guess | {fmt(1 / k)} (chance: 1/K) | 0.500 | {fmt(majority)} |")
+    return "\n".join(lines)
+
+
+def comparison_sentences(a: Run, b: Run, *, n_resamples: int = 1000, comparison: dict | None = None) -> list[str]:
+    """Plain sentences on whether B differs from A on the same test samples."""
+    comparison = comparison or paired_comparison(a, b, n_resamples=n_resamples)
+    test = comparison["mcnemar"]
     verdict = "significant at 0.05" if test["p_value"] < 0.05 else "not significant"
     out = []
-    for name, title in (("balanced_accuracy", "balanced accuracy"), ("roc_auc", "ROC AUC"), ("accuracy", "accuracy")):
-        diff = paired_bootstrap_difference(name, y, (pa.y_pred, pa.probabilities), (pb.y_pred, pb.probabilities),
-                                           n_classes=k, n_resamples=n_resamples)
-        d, (low, high) = diff["difference"], diff["ci95"]
+    for name, title in COMPARED:
+        d, (low, high) = comparison[name]
         if not np.isfinite(d):
             continue
         ci_note = "excludes 0" if (low > 0 or high < 0) else "includes 0"
@@ -329,13 +377,16 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
         r.path = Path(os.path.relpath(r.path.resolve(), out_dir.resolve()))
     calibration = {r.label: reliability_bins(r.split("test").y_true, r.split("test").probabilities) for r in runs}
     figures = write_figures(out_dir, runs, metrics, calibration)
-    parts = [f"# {title}", "", "Runs (relative to this report): " + ", ".join(f"{r.label} `{r.path}`" for r in runs),
+    comparisons = {other.label: paired_comparison(runs[0], other, n_resamples=n_resamples) for other in runs[1:]}
+    parts = [f"# {title}", "", verdict_section(runs, metrics, comparisons), "",
+             "Runs (relative to this report): " + ", ".join(f"{r.label} `{r.path}`" for r in runs),
              "", data_section(runs), "",
              metrics_section(runs, metrics), ""]
     if len(runs) >= 2:
         parts += ["## Is the difference real?", "", "Paired on the same test samples; selection was on val only.", ""]
         for other in runs[1:]:
-            parts += [f"- {s}" for s in comparison_sentences(runs[0], other, n_resamples=n_resamples)]
+            parts += [f"- {s}" for s in comparison_sentences(runs[0], other, n_resamples=n_resamples,
+                                                             comparison=comparisons[other.label])]
         parts.append("")
     else:
         parts += ["## Is the difference real?", "", "Only one run: nothing to compare.", ""]
