@@ -5,7 +5,7 @@
 # Both models run their strided recipe presets (small_recipe_strided): a stem with one more stride-2 stage,
 # so a 64^3 sample costs about what the 32^3 presets cost (README "Models").
 # Run from the repository root with ../shared/data beside it:
-#   bash results/ixi_age_cv64/commands.sh tune CONFIG | tables | compare VIT RESNET
+#   bash results/ixi_age_cv64/commands.sh tune CONFIG | tables | interim VIT RESNET | compare VIT RESNET
 # A cross-validation's finished runs are not run again; an interrupted one resumes (rerun the same line).
 set -euo pipefail
 PY=.venv/bin/python
@@ -41,5 +41,10 @@ case ${1:-} in
     $PY -m common report "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
       --name selected --title "IXI age group, 64^3, 5-fold CV: the selected transformer ($2) and ResNet ($3)"
     $PY -m common.evaluation.summary runs/cv64/ixi_age_cv64-* --out results/ixi_age_cv64/summary.json ;;
-  *) echo "usage: $0 tune CONFIG | tables | compare VIT RESNET" >&2; exit 2 ;;
+  interim)  # interim VIT RESNET: two finished configurations in one report -> first/ (before the selection)
+    $PY -m common report "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
+      --name first --title "IXI age group, 64^3, 5-fold CV: the first configurations ($2, $3)"
+    $PY -m common.evaluation.summary "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" \
+      --out results/ixi_age_cv64/first/summary.json ;;
+  *) echo "usage: $0 tune CONFIG | tables | interim VIT RESNET | compare VIT RESNET" >&2; exit 2 ;;
 esac
