@@ -294,3 +294,28 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
 
     assert run_command(interrupted) == 130
     assert capsys.readouterr().err == "interrupted; rerun the same command to resume\n"
+
+
+def test_a_full_disk_is_named_before_the_cache_and_at_a_write(make_manifest, cache_root, tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from common.atomic import atomic_write
+    from common.data.dataset import prepare_dataset
+    from common.data.preprocess import PreprocessConfig
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))  # 1000 bytes free
+    manifest = make_manifest(n_subjects=12)
+    with pytest.raises(DataError, match=r"the cache of 12 volumes needs 96.0 KiB, the disk has 1.0 KiB free"):
+        prepare_dataset(manifest, label_column="label", cache_root=cache_root, progress=False,
+                        preprocess=PreprocessConfig(shape=(16, 16, 16), normalize="zscore"))
+
+    def no_space(tmp):
+        raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed writing file "
+                           "data/0: file write failed") from OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DataError, match=r"model.pt: the disk is full"):
+        atomic_write(tmp_path / "model.pt", no_space)
+    assert not list(tmp_path.glob(".model.pt*"))

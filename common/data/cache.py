@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.atomic import current_umask
+from common.atomic import check_free_space, current_umask
 from common.data.identity import CONTENT_HASH_KEY, compute_content_hash
 from common.data.preprocess import PreprocessConfig, RegistrationFailed, preprocess_array, preprocess_file_qc
 from common.data.qc import write_qc_page
@@ -139,6 +139,7 @@ def invalid_samples_error(invalid: dict[str, str], total: int) -> DataError:
 def _write_cache(folder: Path, source: Source, config: PreprocessConfig, workers: int, progress: bool,
                  drop_invalid: bool) -> None:
     n = len(source.samples)
+    check_free_space(folder, n * int(np.prod(config.shape)) * np.dtype(config.dtype).itemsize, f"the cache of {n} volumes")
     volumes = np.lib.format.open_memmap(folder / "volumes.npy", mode="w+", dtype=config.dtype, shape=(n, *config.shape))
     invalid: dict[str, str] = {}
     qc_dir = folder / "qc" if config.pipeline == "t1-linear" else None
