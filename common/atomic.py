@@ -47,6 +47,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def write_or_print(text: str, out: Path | None, what: str) -> None:
+    """A command's Markdown: into `out` (atomically, saying where) or on stdout."""
+    if out:
+        atomic_write_text(out, text)
+        print(f"{what}: {out}")
+    else:
+        print(text, end="")
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:

@@ -4,7 +4,6 @@ torch backend)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -14,16 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bench.export_speed import median_seconds, onnx_seconds, row
+from common.bench.export_speed import case_arguments, median_seconds, onnx_seconds, row
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tf_transformer.export_bench")
-    parser.add_argument("--preset", default="small_recipe_strided")
-    parser.add_argument("--shape", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = case_arguments("python -m tf_transformer.export_bench").parse_args(argv)
     from tf_transformer.startup import start_backend
 
     start_backend(verbose=False)

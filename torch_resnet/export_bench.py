@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -10,19 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.bench.export_speed import median_seconds, onnx_seconds, row
+from common.bench.export_speed import case_arguments, median_seconds, onnx_seconds, row
 from torch_resnet.config import preset
 from torch_resnet.export import export_network
 from torch_resnet.model import build_resnet
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m torch_resnet.export_bench")
-    parser.add_argument("--preset", default="small_recipe_strided")
-    parser.add_argument("--shape", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = case_arguments("python -m torch_resnet.export_bench").parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = preset(args.preset).with_data(input_shape=(args.shape,) * 3, num_classes=2)

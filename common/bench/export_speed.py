@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common.atomic import atomic_write_text
+from common.atomic import write_or_print
 
 WARMUP, REPEATS = 2, 10
 
@@ -60,6 +60,16 @@ def preset_for(shape: int) -> str:
     return "small_recipe" if shape <= 32 else "small_recipe_strided"
 
 
+def case_arguments(prog: str) -> argparse.ArgumentParser:
+    """The options of one row's child process (`python -m <package>.export_bench`)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--preset", default="small_recipe_strided")
+    parser.add_argument("--shape", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
 def run_case(package: str, preset: str, shape: int, batch: int, threads: int) -> dict:
     command = [sys.executable, "-m", f"{package}.export_bench", "--preset", preset, "--shape", str(shape),
                "--batch", str(batch), "--threads", str(threads)]
@@ -95,11 +105,7 @@ def main(argv=None) -> int:
     rows = [run_case(package, preset_for(shape), shape, args.batch, args.threads) for shape in args.shapes
             for package in PACKAGES]
     text = render(rows, "python -m common.bench.export_speed " + " ".join(argv if argv is not None else sys.argv[1:]))
-    if args.out:
-        atomic_write_text(args.out, text)
-        print(f"benchmark: {args.out}")
-    else:
-        print(text, end="")
+    write_or_print(text, args.out, "benchmark")
     return 0
 
 

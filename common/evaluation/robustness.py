@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.atomic import atomic_write_text
+from common.atomic import write_or_print
 from common.errors import DataError
 from common.models import by_name
 from common.runs.cv import read_plan
@@ -130,11 +130,7 @@ def main(argv=None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}")
         return 2
-    if args.out:
-        atomic_write_text(args.out, text)
-        print(f"matrix: {args.out}")
-    else:
-        print(text, end="")
+    write_or_print(text, args.out, "matrix")
     return 0
 
 
