@@ -184,36 +184,77 @@ def _create_and_lock(run_dir: Path, lock: RunLock) -> bool:
     return not existed
 
 
-def run_training(*, model: str, preset: str, model_config: dict, dataset: PreparedDataset, training: TrainConfig,
-                 runtime: RuntimeConfig, hardware: Hardware, build: Callable[[PrecisionDecision], ModelAdapter],
-                 processes: Processes = Processes(),
-                 probe: Callable[[], dict[str, float]] | None = None) -> Path:
-    """Train (or resume) one run; returns its directory. `build(precision)` makes the adapter."""
-    n_train = len(dataset.split("train").y)
-    if training.batch_size > n_train:  # before the probe sizes a step by it
-        raise ConfigError(f"--batch-size {training.batch_size}: more than the {n_train} training samples")
-    run_dir = processes.broadcast(Path(runtime.run_dir) if runtime.run_dir
-                                  else new_run_dir(runtime.runs_root, by_package(model).run_prefix))
-    lock = RunLock(run_dir)
-    created = False
-    data = data_record(dataset)
-    error, stored, precision = None, None, None
+@dataclass(frozen=True)
+class RunRequest:
+    """What a trainer asks the driver for: one run of `model` on `dataset` with these settings."""
+
+    model: str  # the package
+    preset: str
+    model_config: dict
+    dataset: PreparedDataset
+    training: TrainConfig
+    runtime: RuntimeConfig
+    hardware: Hardware
+    processes: Processes = Processes()
+    probe: Callable[[], dict[str, float]] | None = None  # for `decide_precision`
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The run directory, locked by this process: new (made here) or a stored run to resume."""
+
+    run_dir: Path
+    lock: RunLock
+    stored: RunRecord | None
+    precision: PrecisionDecision
+    created: bool  # made by this process: removed again if the run fails before it can be resumed
+
+
+def run_training(*, build: Callable[[PrecisionDecision], ModelAdapter], **request) -> Path:
+    """Train (or resume) one run; returns its directory. `build(precision)` makes the adapter; `request` holds
+    RunRequest's fields. Each step below does one job."""
+    request = RunRequest(**request)
+    check_batch_fits(request)
+    claim = claim_run(request, choose_run_dir(request))
+    try:
+        adapter = build(claim.precision)
+        facts = adapter.facts()
+        record = write_run_record(request, claim, facts)
+        train_and_predict(request, claim, adapter, record, facts)
+        return claim.run_dir
+    except BaseException:
+        if claim.created and not (claim.run_dir / RESUME_FILE).is_file():
+            shutil.rmtree(claim.run_dir, ignore_errors=True)  # nothing worth resuming: leave nothing behind
+        raise
+    finally:
+        claim.lock.release()
+
+
+def check_batch_fits(request: RunRequest) -> None:
+    n_train = len(request.dataset.split("train").y)
+    if request.training.batch_size > n_train:  # before the probe sizes a step by it
+        raise ConfigError(f"--batch-size {request.training.batch_size}: more than the {n_train} training samples")
+
+
+def choose_run_dir(request: RunRequest) -> Path:
+    """--run-dir, or a new timestamped folder under --runs-root; rank 0's choice on every rank."""
+    runtime = request.runtime
+    return request.processes.broadcast(Path(runtime.run_dir) if runtime.run_dir
+                                       else new_run_dir(runtime.runs_root, by_package(request.model).run_prefix))
+
+
+def claim_run(request: RunRequest, run_dir: Path) -> Claim:
+    """Rank 0 locks the folder, then decides new or resume (so two trainings on one new folder cannot both
+    find it new), the precision, and refuses a resume with other settings; every rank gets the same answer."""
+    processes, lock = request.processes, RunLock(run_dir)
+    error, stored, precision, created = None, None, None, False
     if processes.is_main:
         try:
-            # Lock first, then decide new or resume: two trainings started together on one new --run-dir
-            # must not both find it new (the second is refused by the lock).
             created = _create_and_lock(run_dir, lock)
-            stored = claim_run_dir(run_dir, model)
-            if stored is not None and stored.precision.requested == training.precision:
-                precision = stored.precision  # resume keeps the decision made when the run began
-            else:
-                precision = decide_precision(training.precision, hardware, probe=probe)
+            stored = claim_run_dir(run_dir, request.model)
+            precision = _precision(request, stored)
             if stored is not None:
-                requested = RunIdentity(model, preset, model_config, data, training, precision)
-                differences = identity_differences(stored.identity(), requested, cache_root=dataset.cache_root)
-                if differences:
-                    raise ConfigError(f"--run-dir {run_dir}: cannot resume, the run was made with other settings "
-                                      f"(stored -> requested): {'; '.join(differences)}. Use a new --run-dir")
+                _check_same_run(request, run_dir, stored, precision)
         except ConfigError as exc:
             error = exc
     error_text = processes.broadcast(None if error is None else str(error))
@@ -222,37 +263,54 @@ def run_training(*, model: str, preset: str, model_config: dict, dataset: Prepar
             shutil.rmtree(run_dir, ignore_errors=True)
         lock.release()
         raise error if error is not None else ConfigError(error_text)
-    precision = processes.broadcast(precision)
-    try:
-        adapter = build(precision)
-        facts = adapter.facts()
-        record = RunRecord(model=model, preset=preset, model_config=model_config, data=data, training=training,
-                           precision=precision, device=facts.device, options=facts.options,
-                           parameters=facts.parameters, flops_per_sample=facts.flops_per_sample,
-                           world_size=processes.world_size, versions=facts.versions, machine=machine_description(),
-                           created=stored.created if stored else now_utc())
-        if processes.is_main:
-            write_record(run_dir, record)
-        processes.barrier()
-        loop = _Loop(run_dir, adapter, dataset, training, runtime, processes, drop_last=facts.drop_last)
-        resumed = loop.resume()
-        if processes.is_main:
-            verb = f"resuming {run_dir} after epoch {loop.state.epochs_done}" if resumed else f"run directory: {run_dir}"
-            print(f"{verb}  ({precision.resolved}: {precision.reason}; {record.device}; "
-                  f"{record.parameters:,} parameters)", flush=True)
-        loop.run()
-        created = False  # from here on the run directory holds resumable work
-        processes.barrier()
-        if processes.is_main:
-            loop.finish(record)
-        processes.barrier()
-        return run_dir
-    except BaseException:
-        if created and not (run_dir / RESUME_FILE).is_file():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth resuming: leave nothing behind
-        raise
-    finally:
-        lock.release()
+    return Claim(run_dir, lock, stored, processes.broadcast(precision), created)
+
+
+def _precision(request: RunRequest, stored: RunRecord | None) -> PrecisionDecision:
+    if stored is not None and stored.precision.requested == request.training.precision:
+        return stored.precision  # resume keeps the decision made when the run began
+    return decide_precision(request.training.precision, request.hardware, probe=request.probe)
+
+
+def _check_same_run(request: RunRequest, run_dir: Path, stored: RunRecord, precision: PrecisionDecision) -> None:
+    requested = RunIdentity(request.model, request.preset, request.model_config, data_record(request.dataset),
+                            request.training, precision)
+    differences = identity_differences(stored.identity(), requested, cache_root=request.dataset.cache_root)
+    if differences:
+        raise ConfigError(f"--run-dir {run_dir}: cannot resume, the run was made with other settings "
+                          f"(stored -> requested): {'; '.join(differences)}. Use a new --run-dir")
+
+
+def write_run_record(request: RunRequest, claim: Claim, facts: AdapterFacts) -> RunRecord:
+    """config.json as the run begins (the outcome is added when it ends); rank 0 writes it."""
+    record = RunRecord(model=request.model, preset=request.preset, model_config=request.model_config,
+                       data=data_record(request.dataset), training=request.training, precision=claim.precision,
+                       device=facts.device, options=facts.options, parameters=facts.parameters,
+                       flops_per_sample=facts.flops_per_sample, world_size=request.processes.world_size,
+                       versions=facts.versions, machine=machine_description(),
+                       created=claim.stored.created if claim.stored else now_utc())
+    if request.processes.is_main:
+        write_record(claim.run_dir, record)
+    request.processes.barrier()
+    return record
+
+
+def train_and_predict(request: RunRequest, claim: Claim, adapter: ModelAdapter, record: RunRecord,
+                      facts: AdapterFacts) -> None:
+    """Resume if there is state, run the remaining epochs, then predict val and test with the selected model."""
+    processes, run_dir = request.processes, claim.run_dir
+    loop = _Loop(run_dir, adapter, request.dataset, request.training, request.runtime, processes,
+                 drop_last=facts.drop_last)
+    resumed = loop.resume()
+    if processes.is_main:
+        verb = f"resuming {run_dir} after epoch {loop.state.epochs_done}" if resumed else f"run directory: {run_dir}"
+        print(f"{verb}  ({claim.precision.resolved}: {claim.precision.reason}; {record.device}; "
+              f"{record.parameters:,} parameters)", flush=True)
+    loop.run()
+    processes.barrier()
+    if processes.is_main:
+        loop.finish(record)
+    processes.barrier()
 
 
 class _Loop:
