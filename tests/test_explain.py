@@ -353,3 +353,11 @@ def test_split_inputs_use_a_source_file_only_if_it_is_the_one_the_cache_was_buil
     assert inputs[first].path is None and inputs[second].path is None  # model grid, said per sample
     others = [i for sid, i in inputs.items() if sid not in (first, second)]
     assert others and all(i.path is not None and i.scan.shape == (12, 12, 12) for i in others)
+
+
+def test_check_maps_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    from common.cli import main
+
+    (tmp_path / "checks.md").write_text("mine")
+    assert main(["check-maps", str(tmp_path), "--out", str(tmp_path / "checks.md")]) == 2
+    assert "checks.md: is a file" in capsys.readouterr().err and (tmp_path / "checks.md").read_text() == "mine"

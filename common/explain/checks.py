@@ -120,6 +120,8 @@ def check_runs(run_dirs: list[Path], *, lesions: Path | None, out: Path) -> Path
     from common.explain.run import METHODS, SETTINGS
     from common.runs.record import read_record
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise DataError(f"--out {out}: is a file; name a folder for checks.md and checks.json")
     rows = []
     for run_dir in run_dirs:
         record = read_record(run_dir)
