@@ -182,6 +182,14 @@ def test_pointing_game_and_randomisation_similarity(tmp_path):
     wrong_grid = write_nifti(tmp_path / "small.nii.gz", np.ones((4, 4, 4)))
     with pytest.raises(DataError, match="differs from the map"):
         pointing_game(trained, {"sub/s0": wrong_grid})
+    with pytest.raises(DataError, match="match no map's"):  # ids of another dataset: not a NaN row
+        pointing_game(trained, {"other/s0": masks["sub/s0"]})
+    with pytest.raises(DataError, match="gone.nii.gz: lesion mask not found"):
+        pointing_game(trained, {"sub/s0": tmp_path / "gone.nii.gz"})
+    torn = tmp_path / "torn.nii.gz"
+    torn.write_bytes(masks["sub/s0"].read_bytes()[:60])
+    with pytest.raises(DataError, match="torn.nii.gz: not a readable lesion mask"):
+        pointing_game(trained, {"sub/s0": torn})
 
 
 def test_peak_in_mask_counts_one_voxel_of_dilation():

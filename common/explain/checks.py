@@ -62,10 +62,21 @@ def pointing_game(explain_dir: Path, masks: dict[str, Path], *, dilation: int = 
     """Share of the maps with a mask (the lesion-class inputs) whose peak lies in the lesion. The peak is
     the one saliency.csv records, on the scan's own grid, so the check covers the resampling back too."""
     hits = total = 0
-    for row in read_table(explain_dir):
+    rows = read_table(explain_dir)
+    if masks and not any(row["sample_id"] in masks for row in rows):  # else a silent NaN in the table
+        raise DataError(f"{explain_dir}: none of its {len(rows)} maps has a lesion mask: the masks' sample ids "
+                        f"(e.g. {sorted(masks)[:3]}) match no map's (e.g. {[r['sample_id'] for r in rows[:3]]})")
+    for row in rows:
         if row["sample_id"] not in masks:
             continue
-        mask_image = nib.load(str(masks[row["sample_id"]]))
+        mask_path = masks[row["sample_id"]]
+        try:
+            mask_image = nib.load(str(mask_path))
+            mask_image.get_fdata()
+        except FileNotFoundError:
+            raise DataError(f"{mask_path}: lesion mask not found (sample {row['sample_id']})") from None
+        except Exception as exc:  # a truncated or corrupt NIfTI
+            raise DataError(f"{mask_path}: not a readable lesion mask ({type(exc).__name__}: {exc})") from None
         map_image = nib.load(str(Path(explain_dir) / row["map"]))
         if mask_image.shape != map_image.shape or not np.allclose(mask_image.affine, map_image.affine, atol=1e-4):
             raise DataError(f"{masks[row['sample_id']]}: mask grid {mask_image.shape} differs from the map's "
