@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.errors import DataError
 from common.runs.config import DataConfig
-from common.runs.options import Parser, add_data_arguments, dataset_for, run_command
+from common.runs.options import Parser, add_data_arguments, add_scan_arguments, dataset_for, run_command
 from common.runs.typed import from_namespace
 
 
@@ -60,11 +60,7 @@ def _dispatch(argv):
     export.add_argument("--out", type=Path, required=True, help="the bundle folder to create")
     predict = sub.add_parser("predict", help="class probabilities for NIfTI files from a bundle (onnxruntime only)")
     predict.add_argument("--bundle", type=Path, required=True, help="a folder made by `export`")
-    predict.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
-    predict.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
-    predict.add_argument("--out", type=Path, default=Path("predictions_new.csv"), help="output CSV")
-    predict.add_argument("--batch-size", type=int, default=4)
-    predict.add_argument("--workers", type=int, default=1, help="preprocessing processes")
+    add_scan_arguments(predict)
     checks = sub.add_parser("check-maps", help="score saliency maps: the pointing game against lesion masks and "
                                                "the weight-randomisation sanity check, per run x method")
     checks.add_argument("run_dirs", nargs="+", type=Path, help="runs with explain/<method>[-random] outputs")

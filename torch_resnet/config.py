@@ -102,7 +102,7 @@ class ResNetConfig:
 
     @property
     def pooled_shape(self) -> tuple[int, int, int]:
-        """Spatial grid the head flattens: AvgPool3d(2) of the features (floor), or one position for mean pooling."""
+        """Spatial grid the head flattens: AvgPool3d(2) of the features (floor), or one position for a global pool."""
         if self.pooling != "flatten":
             return (1, 1, 1)
         return tuple(n // 2 for n in self.feature_shape)

@@ -13,27 +13,23 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from common.atomic import write_or_print
+from common.models import MODELS
+from common.runs.probe import time_steps
 
 WARMUP, REPEATS = 2, 10
 
 
 def median_seconds(call: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REPEATS) -> float:
-    for _ in range(warmup):
+    """Median seconds of `repeats` calls after `warmup` untimed ones (the probe's own timer, time_steps)."""
+    for _ in range(warmup - 1):
         call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time_steps(call, repeats).median
 
 
 def onnx_seconds(path: Path, x, threads: int) -> float:
@@ -50,9 +46,6 @@ def row(model: str, preset: str, shape: int, batch: int, threads: int, native: s
         onnx_s: float) -> dict:
     return {"model": model, "preset": preset, "shape": shape, "batch": batch, "threads": threads,
             "native": native, "native_seconds": native_s, "onnx_seconds": onnx_s}
-
-
-PACKAGES = ("torch_resnet", "tf_transformer")
 
 
 def preset_for(shape: int) -> str:
@@ -102,8 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, help="write the Markdown table here (default: print it)")
     args = parser.parse_args(argv)
-    rows = [run_case(package, preset_for(shape), shape, args.batch, args.threads) for shape in args.shapes
-            for package in PACKAGES]
+    rows = [run_case(model.package, preset_for(shape), shape, args.batch, args.threads) for shape in args.shapes
+            for model in MODELS]
     text = render(rows, "python -m common.bench.export_speed " + " ".join(argv if argv is not None else sys.argv[1:]))
     write_or_print(text, args.out, "benchmark")
     return 0

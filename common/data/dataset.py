@@ -175,9 +175,7 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
                                  drop_invalid=drop_invalid)
     dropped = dropped_samples(folder)
     if dropped:
-        listed = "; ".join(list(dropped.values())[:MAX_LISTED]) + (" ..." if len(dropped) > MAX_LISTED else "")
-        print(f"warning: --drop-invalid left out {len(dropped)} of {len(source.samples)} samples: {listed}",
-              file=sys.stderr)
+        warn_dropped(dropped, f"of {len(source.samples)} samples")
         source = replace(source, samples=[s for s in source.samples if s.sample_id not in dropped])
     split_folder = folder / _split_folder_name(split, source)
     splits_path = split_folder / "splits.json"
@@ -192,6 +190,12 @@ def prepare_dataset(data: str | Path | None = None, *, label_column: str | None 
                               list(source.classes), preprocess, splits, split, {**unreadable, **dropped})
     check_every_class_present(dataset)
     return dataset
+
+
+def warn_dropped(reasons: dict[str, str], what: str) -> None:
+    """One warning line for what --drop-invalid left out: the count and the first MAX_LISTED reasons."""
+    listed = "; ".join(list(reasons.values())[:MAX_LISTED]) + (" ..." if len(reasons) > MAX_LISTED else "")
+    print(f"warning: --drop-invalid left out {len(reasons)} {what}: {listed}", file=sys.stderr)
 
 
 def without_unreadable_files(source: Source, *, drop_invalid: bool) -> tuple[Source, dict[str, str]]:
@@ -211,8 +215,7 @@ def without_unreadable_files(source: Source, *, drop_invalid: bool) -> tuple[Sou
         return source, {}
     if not drop_invalid or len(unreadable) == len(source.samples):
         raise invalid_samples_error(unreadable, len(source.samples))
-    listed = "; ".join(list(unreadable.values())[:MAX_LISTED]) + (" ..." if len(unreadable) > MAX_LISTED else "")
-    print(f"warning: --drop-invalid left out {len(unreadable)} unreadable file(s): {listed}", file=sys.stderr)
+    warn_dropped(unreadable, "unreadable file(s)")
     return replace(source, samples=[s for s in source.samples if s.sample_id not in unreadable]), unreadable
 
 

@@ -72,7 +72,7 @@ def pointing_game(explain_dir: Path, masks: dict[str, Path], *, dilation: int = 
         mask_path = masks[row["sample_id"]]
         try:
             mask_image = nib.load(str(mask_path))
-            mask_image.get_fdata()
+            mask = np.asarray(mask_image.dataobj)  # read here: a truncated file fails now, by name
         except FileNotFoundError:
             raise DataError(f"{mask_path}: lesion mask not found (sample {row['sample_id']})") from None
         except Exception as exc:  # a truncated or corrupt NIfTI
@@ -82,7 +82,7 @@ def pointing_game(explain_dir: Path, masks: dict[str, Path], *, dilation: int = 
             raise DataError(f"{masks[row['sample_id']]}: mask grid {mask_image.shape} differs from the map's "
                             f"{map_image.shape} (or its affine): masks must be on the input scan's grid")
         peak = tuple(int(row[f"peak_{a}"]) for a in "ijk")
-        hits += peak_in_mask(peak, np.asarray(mask_image.dataobj), dilation=dilation)
+        hits += peak_in_mask(peak, mask, dilation=dilation)
         total += 1
     return proportion(hits, total)
 

@@ -28,7 +28,7 @@ from common.errors import ConfigError, DataError
 from common.export.card import model_card
 from common.export.members import LAYOUT_FILE, member_file
 from common.models import NAMES, ModelEntry, by_name, by_package
-from common.runs.cv import PLAN_FILE
+from common.runs.cv import PLAN_FILE, child_error
 from common.runs.ensemble import ensemble_members
 from common.runs.record import RunRecord, is_run_dir, now_utc, read_record
 from common.runs.typed import to_jsonable
@@ -86,8 +86,7 @@ def export_bundle(path: Path, out: Path) -> Path:
         args = [a for run_dir, _ in members for a in ("--run-dir", str(run_dir))]
         result = subprocess.run(entry.command("export", *args, "--out-dir", str(tmp)), capture_output=True, text=True)
         if result.returncode != 0:
-            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-            raise DataError(f"{entry.package} export failed: {' | '.join(lines[-3:])}")
+            raise DataError(f"{entry.package} export failed: {child_error(result.stderr)}")
         write_bundle_files(tmp, entry, members)
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp made it private
         if out.exists():

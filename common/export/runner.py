@@ -12,6 +12,7 @@ from common.data.inference import load_inputs, write_probabilities
 from common.data.preprocess import PreprocessConfig
 from common.errors import DataError
 from common.export.bundle import CLASSES_FILE, PREPROCESS_FILE, read_bundle
+from common.runs.typed import from_jsonable
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -21,12 +22,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def preprocess_of(bundle: Path) -> PreprocessConfig:
-    values = json.loads((Path(bundle) / PREPROCESS_FILE).read_text())
+    """preprocess.json read back typed, as config.json is (its human note aside)."""
+    path = Path(bundle) / PREPROCESS_FILE
+    values = json.loads(path.read_text())
     values.pop("note", None)
-    try:
-        return PreprocessConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{Path(bundle) / PREPROCESS_FILE}: not a preprocessing this version reads ({exc})") from None
+    return from_jsonable(PreprocessConfig, values, origin=str(path))
 
 
 def bundle_probabilities(bundle: Path, volumes: np.ndarray, *, metadata: dict | None = None, batch_size: int = 4,

@@ -129,10 +129,15 @@ def check_plan(plan: CVPlan) -> None:
         command = plan.command(model, 0, plan.seeds[0], Path("unused"), threads=0) + ["--check-only"]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-            errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")] or lines[-3:]
             raise ConfigError(f"cv: the {by_name(model).label} trainer refuses these settings (nothing was "
-                              f"written): {' '.join(errors)}")
+                              f"written): {child_error(result.stderr)}")
+
+
+def child_error(stderr: str) -> str:
+    """What a failed child process said: its `error:` lines, else its last three lines."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return " ".join(line.removeprefix("error: ") for line in lines if line.startswith("error:")) \
+        or " | ".join(lines[-3:])
 
 
 def claim_plan(root: Path, plan: CVPlan) -> None:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +37,7 @@ from common.runs.faults import kill_after_steps, kill_point, maybe_kill
 from common.runs.lock import LOCK_FILE, RunLock
 from common.runs.precision import Hardware, decide_precision
 from common.runs.record import (
+    DataRecord,
     Outcome,
     PrecisionDecision,
     RunIdentity,
@@ -150,14 +152,12 @@ def validation_scores(y: np.ndarray, probabilities: np.ndarray) -> tuple[float, 
 
 
 def claim_run_dir(run_dir: Path, model: str) -> RunRecord | None:
-    """The stored record of `run_dir` if it is a run of `model`, None if it is new or empty.
+    """The stored record of `run_dir` if it is a run of `model`, None if it is empty (new).
 
     Refuses a run of the other model and a non-empty directory that is not a run.
     """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--run-dir {run_dir}: exists and is not a directory")
-    if not run_dir.is_dir() or not [p for p in run_dir.iterdir() if p.name != LOCK_FILE]:
+    run_dir = Path(run_dir)  # made and locked by _create_and_lock
+    if not [p for p in run_dir.iterdir() if p.name != LOCK_FILE]:
         return None
     if not is_run_dir(run_dir):
         raise ConfigError(f"--run-dir {run_dir}: a non-empty directory that is not a run directory "
@@ -197,6 +197,11 @@ class RunRequest:
     hardware: Hardware
     processes: Processes = Processes()
     probe: Callable[[], dict[str, float]] | None = None  # for `decide_precision`
+
+    @cached_property
+    def data(self) -> DataRecord:
+        """The dataset's record, for the identity check and config.json (computed once)."""
+        return data_record(self.dataset)
 
 
 @dataclass(frozen=True)
@@ -255,15 +260,23 @@ def claim_run(request: RunRequest, run_dir: Path) -> Claim:
             precision = _precision(request, stored)
             if stored is not None:
                 _check_same_run(request, run_dir, stored, precision)
-        except ConfigError as exc:
+        except DataError as exc:  # a refusal (ConfigError) or a damaged stored record: said on every rank
             error = exc
+        except BaseException:
+            _abandon(run_dir, lock, created)
+            raise
     error_text = processes.broadcast(None if error is None else str(error))
     if error_text is not None:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        lock.release()
+        _abandon(run_dir, lock, created)
         raise error if error is not None else ConfigError(error_text)
     return Claim(run_dir, lock, stored, processes.broadcast(precision), created)
+
+
+def _abandon(run_dir: Path, lock: RunLock, created: bool) -> None:
+    """Leave a refused run directory as it was found: removed if this process made it, unlocked."""
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    lock.release()
 
 
 def _precision(request: RunRequest, stored: RunRecord | None) -> PrecisionDecision:
@@ -273,7 +286,7 @@ def _precision(request: RunRequest, stored: RunRecord | None) -> PrecisionDecisi
 
 
 def _check_same_run(request: RunRequest, run_dir: Path, stored: RunRecord, precision: PrecisionDecision) -> None:
-    requested = RunIdentity(request.model, request.preset, request.model_config, data_record(request.dataset),
+    requested = RunIdentity(request.model, request.preset, request.model_config, request.data,
                             request.training, precision)
     differences = identity_differences(stored.identity(), requested, cache_root=request.dataset.cache_root)
     if differences:
@@ -284,7 +297,7 @@ def _check_same_run(request: RunRequest, run_dir: Path, stored: RunRecord, preci
 def write_run_record(request: RunRequest, claim: Claim, facts: AdapterFacts) -> RunRecord:
     """config.json as the run begins (the outcome is added when it ends); rank 0 writes it."""
     record = RunRecord(model=request.model, preset=request.preset, model_config=request.model_config,
-                       data=data_record(request.dataset), training=request.training, precision=claim.precision,
+                       data=request.data, training=request.training, precision=claim.precision,
                        device=facts.device, options=facts.options, parameters=facts.parameters,
                        flops_per_sample=facts.flops_per_sample, world_size=request.processes.world_size,
                        versions=facts.versions, machine=machine_description(),
@@ -331,16 +344,14 @@ class _Loop:
         if not path.is_file():
             return False
         try:
-            self.state = LoopState(**json.loads(path.read_text()))
-            self.adapter.load_state(self.run_dir / self.state.state_file)
+            self._load_generation(path)
         except (ValueError, TypeError, DataError) as exc:  # ConfigError is a DataError
             previous = self.run_dir / PREVIOUS_RESUME_FILE
             if not previous.is_file():
                 raise ConfigError(f"{path}: unreadable resume state ({exc}); move {path.name} and the state-* "
                                   "files away to restart the run") from exc
             try:
-                self.state = LoopState(**json.loads(previous.read_text()))
-                self.adapter.load_state(self.run_dir / self.state.state_file)
+                self._load_generation(previous)
             except (ValueError, TypeError, DataError) as older:
                 raise ConfigError(f"{path}: unreadable resume state ({exc}), and the generation before too "
                                   f"({older}); move {path.name}, {previous.name} and the state-* files away to "
@@ -350,6 +361,11 @@ class _Loop:
         if self.processes.is_main:  # history follows the state it belongs to
             write_history(self.run_dir, self.state.history)
         return True
+
+    def _load_generation(self, resume_file: Path) -> None:
+        """The driver's counters from `resume_file` and the adapter's state from the file it names."""
+        self.state = LoopState(**json.loads(resume_file.read_text()))
+        self.adapter.load_state(self.run_dir / self.state.state_file)
 
     def _save_state(self) -> None:
         state_file = f"state-{self.state.epochs_done:04d}{self.adapter.state_suffix}"

@@ -51,6 +51,11 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, presets, default_
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, required=True, help="a trained run directory")
+    add_scan_arguments(parser)
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scans to score and where the probabilities go: every `predict` (a run's, or a bundle's)."""
     parser.add_argument("inputs", nargs="*", type=Path, help="NIfTI files")
     parser.add_argument("--manifest", type=Path, help="CSV with a 'path' column (relative to the CSV)")
     parser.add_argument("--out", type=Path, default=Path("predictions_new.csv"), help="output CSV")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -145,8 +146,6 @@ def from_jsonable(cls: type[T], values: dict, *, origin: str) -> T:
 def parse_overrides(cls: type, pairs, *, flag_name: str = "--model") -> dict:
     """["key=value", ...] -> {field: typed value} for dataclass `cls` (e.g. a model config's fields on
     top of a preset). A value is JSON (0.1, true, [3, 3, 3, 1]) or, failing that, a bare string."""
-    import json
-
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     out = {}
@@ -157,12 +156,15 @@ def parse_overrides(cls: type, pairs, *, flag_name: str = "--model") -> dict:
             raise ConfigError(f"{flag_name} '{pair}': expected KEY=VALUE")
         if key not in names:
             raise ConfigError(f"{flag_name} '{pair}': '{key}' is not a field of {cls.__name__} ({', '.join(names)})")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        out[key] = _decode(hints[key], value, origin=f"{flag_name} {key}")
+        out[key] = _decode(hints[key], _json_or_text(text), origin=f"{flag_name} {key}")
     return out
+
+
+def _json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _decode(hint, value, *, origin: str):
@@ -177,7 +179,7 @@ def _decode(hint, value, *, origin: str):
         args = typing.get_args(inner)
         item = args[0]
         if isinstance(value, str):  # "2,2" or "" (the empty tuple), as typed on a command line
-            value = [_json_or_text(part) for part in value.split(",") if part.strip()]
+            value = [_json_or_text(part.strip()) for part in value.split(",") if part.strip()]
         elif not isinstance(value, list):
             value = [value]  # one number: a one-element tuple
         return tuple(_decode(item, v, origin=origin) for v in value)
@@ -189,11 +191,3 @@ def _decode(hint, value, *, origin: str):
         raise ConfigError(f"{origin}: {value!r} is not a {inner.__name__}")
     return value
 
-
-def _json_or_text(text: str):
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text.strip()
