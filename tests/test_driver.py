@@ -255,7 +255,7 @@ def test_transformer_flops_of_the_tiny_preset_by_hand():
     stem = 2 * 4**3 * 1 * 32 * 64 + 2 * 1 * 32 * 16 * 64
     block = 2 * 64 * 16 * 16 * 3 + 2 * 64 * 64 * 16 * 2 + 2 * 64 * 16 * 16 + 2 * 64 * 16 * 32 + 2 * 64 * 32 * 16
     head = 2 * (16 * 3) * 16 + 2 * 16 * 2
-    assert flops_per_sample(preset("tiny")) == stem + 3 * block + head == 1_902_144
+    assert flops_per_sample(preset("tiny").with_data(input_shape=(16,) * 3, num_classes=2)) == stem + 3 * block + head == 1_902_144
 
 
 def test_resnet_flops_equal_a_count_over_the_modules():
@@ -265,7 +265,7 @@ def test_resnet_flops_equal_a_count_over_the_modules():
     from torch_resnet.config import preset
     from torch_resnet.model import build_resnet, flops_per_sample
 
-    config = preset("tiny")
+    config = preset("tiny").with_data(input_shape=(16,) * 3, num_classes=2)
     model, total = build_resnet(config).eval(), [0]
 
     def count(module, inputs, output):

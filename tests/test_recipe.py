@@ -45,9 +45,9 @@ def test_recipe_preset_has_a_convolutional_stem_and_the_seed_stays_the_seed():
     from tf_transformer.config import PRESETS
     from tf_transformer.model import build_transformer
 
-    recipe = PRESETS["small_recipe"]
+    recipe = PRESETS["small_recipe"].with_data(input_shape=(32, 32, 32), num_classes=3)
     assert recipe.token_grid == (4, 4, 4) and recipe.stem_strides[:3] == (2, 2, 2) and recipe.stem_norm
-    model = build_transformer(recipe.with_data(input_shape=(32, 32, 32), num_classes=3))
+    model = build_transformer(recipe)
     names = [layer.name for layer in model.layers]
     assert "stem1_bn" in names and "block6_mlp_scale" in names and "block6_mlp_droppath" in names
     assert "block1_mlp_droppath" not in names  # rate 0 at the first block: no layer

@@ -197,6 +197,8 @@ def test_a_lock_of_a_killed_process_is_not_stale(tmp_path):
     (("--flip-axes", "3"), "flip_axes (3,)"),
     (("--split-ratios", "0.5", "0.5", "0.5"), "split ratios"),
     (("--threads", "-2"), "--threads -2: must be >= 0"),
+    (("--model", "input_shape=[64, 64, 64]"), "input_shape comes from the data (--shape"),
+    (("--model", "num_classes=3"), "num_classes comes from the data"),
 ])
 def test_bad_values_end_with_one_error_line_before_any_output(make_manifest, cache_root, tmp_path, capsys,
                                                               extra, message):

@@ -54,7 +54,7 @@ def test_decoder_taps_are_blocks_3_6_9_12_15_18(seed_model):
 
 
 def test_token_count_comes_from_the_real_grid():
-    config = PRESETS["reference"]
+    config = PRESETS["reference"].with_data(input_shape=(192,) * 3, num_classes=2)
     assert config.num_tokens == 8000 and config.with_data(input_shape=(64,) * 3, num_classes=2).num_tokens == 343
     assert config.with_data(input_shape=(50, 60, 41), num_classes=2).token_grid == (5, 6, 5)
 
@@ -64,27 +64,41 @@ def test_seed_literal_differs_only_in_stem_geometry_and_pooling():
     differing = {k for k in seed if seed[k] != literal[k]}
     assert differing == {"stem_kernels", "stem_strides", "pooling"}
     assert literal["stem_kernels"] == literal["stem_strides"] == (10, 10, 10, 10) and literal["pooling"] == "flatten"
-    assert PRESETS["reference_literal"].num_tokens == 1  # 192 -> 20 -> 2 -> 1 -> 1
+    assert at_192(PRESETS["reference_literal"]).num_tokens == 1  # 192 -> 20 -> 2 -> 1 -> 1
+
+
+def at_192(config):
+    return config.with_data(input_shape=(192,) * 3, num_classes=2)
+
+
+def test_presets_name_an_architecture_only():
+    assert all(c.input_shape is None and c.num_classes is None for c in PRESETS.values())
+    with pytest.raises(ValueError, match="a preset names an architecture only"):
+        build_transformer(PRESETS["tiny"])
 
 
 def test_summary_warns_below_two_tokens():
-    assert any("WARNING" in line for line in summary_lines(PRESETS["reference_literal"]))
-    assert not any("WARNING" in line for line in summary_lines(PRESETS["reference"]))
-    one_token = preset("tiny", input_shape=(4, 4, 4))
+    assert any("WARNING" in line for line in summary_lines(at_192(PRESETS["reference_literal"])))
+    assert not any("WARNING" in line for line in summary_lines(at_192(PRESETS["reference"])))
+    one_token = preset("tiny").with_data(input_shape=(4, 4, 4), num_classes=2)
     with pytest.warns(UserWarning, match="1 token"):
         build_transformer(one_token)
 
 
+# The volume size each CPU preset is made for (a preset names no shape; --shape gives it).
+CPU_PRESET_SIZES = {"tiny": 16, "small": 32, "small_recipe": 32, "small_recipe_strided": 64}
+
+
 @pytest.mark.parametrize("name", sorted(set(PRESETS) - {"reference", "reference_literal"}))
 def test_tiny_presets_give_finite_logits(name):
-    config = PRESETS[name]
+    config = PRESETS[name].with_data(input_shape=(CPU_PRESET_SIZES[name],) * 3, num_classes=3)
     model = build_transformer(config)
     logits = model(np.random.default_rng(0).normal(size=(2, *config.input_shape, 1)).astype("float32"))
     assert logits.shape == (2, config.num_classes) and np.isfinite(keras.ops.convert_to_numpy(logits)).all()
 
 
 def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
-    config = PRESETS["tiny"]
+    config = PRESETS["tiny"].with_data(input_shape=(16,) * 3, num_classes=2)
     model = build_transformer(config)
     x = np.random.default_rng(0).normal(size=(2, *config.input_shape, 1)).astype("float32")
     model.save(tmp_path / "m.keras")
@@ -95,7 +109,8 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(num_classes=1), "num_classes 1"),
+        (dict(input_shape=(16,) * 3, num_classes=1), "num_classes 1"),
+        (dict(num_classes=3), "bind both"),
         (dict(taps=(0, 3)), r"taps \(0, 3\)"),
         (dict(taps=(19,)), r"taps \(19,\)"),
         (dict(pooling="max"), "pooling 'max'"),
@@ -114,7 +129,7 @@ import numpy as np, keras
 from tf_transformer.config import PRESETS
 from tf_transformer.model import build_transformer
 keras.utils.set_random_seed(0)
-config = PRESETS["tiny"]
+config = PRESETS["tiny"].with_data(input_shape=(16,) * 3, num_classes=2)
 model = build_transformer(config)
 model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 x = np.random.default_rng(0).normal(size=(4, *config.input_shape, 1)).astype("float32")

@@ -13,7 +13,10 @@ def test_seed_preset_flatten_size_is_55296_on_meta():
         model = build_resnet(config)
         logits = model(torch.empty(2, 1, 192, 192, 192))
     assert model.head[1].in_features == 55296 and logits.shape == (2, 3)
-    assert PRESETS["reference"].filters == 32 and PRESETS["reference"].input_shape == (192, 192, 192)
+    assert PRESETS["reference"].filters == 32
+    assert PRESETS["reference"].input_shape is None and PRESETS["reference"].num_classes is None  # the data's facts
+    with pytest.raises(ValueError, match="a preset names an architecture only"):
+        build_resnet(PRESETS["reference"])
 
 
 def test_193_cube_also_gives_55296():
@@ -25,7 +28,7 @@ def _conv_signature(conv: nn.Conv3d):
 
 
 def test_layer_sequence_matches_the_seed():
-    model = build_resnet(PRESETS["reference"])
+    model = build_resnet(PRESETS["reference"].with_data(input_shape=(192,) * 3, num_classes=2))
     stem = list(model.stem)
     assert [type(m) for m in stem] == [nn.Conv3d, nn.MaxPool3d, nn.BatchNorm3d, nn.ReLU]
     assert _conv_signature(stem[0]) == (1, 32, (3, 3, 3), (1, 1, 1), (1, 1, 1))
@@ -62,10 +65,10 @@ def test_block_applies_relu_before_the_addition():
     assert not torch.allclose(block(x), torch.relu(before_relu + x))  # torchvision's order would differ
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
-def test_logits_and_gradients(name):
+@pytest.mark.parametrize("name,size", [("tiny", 16), ("small", 32)])
+def test_logits_and_gradients(name, size):
     torch.manual_seed(0)
-    config = preset(name).with_data(input_shape=PRESETS[name].input_shape, num_classes=3)
+    config = preset(name).with_data(input_shape=(size,) * 3, num_classes=3)
     model = build_resnet(config)
     x = torch.randn(2, 1, *config.input_shape)
     logits = model(x)
@@ -78,7 +81,7 @@ def test_logits_and_gradients(name):
 
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    config = PRESETS["tiny"]
+    config = PRESETS["tiny"].with_data(input_shape=(16,) * 3, num_classes=2)
     plain = build_resnet(config)
     ckpt = build_resnet(config, activation_checkpointing=True)
     ckpt.load_state_dict(plain.state_dict())
@@ -92,8 +95,10 @@ def test_activation_checkpointing_gives_the_same_gradients():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(input_shape=(4, 4, 4)), r"input_shape \(4, 4, 4\): too small"),
-        (dict(num_classes=1), "num_classes 1"),
+        (dict(input_shape=(4, 4, 4), num_classes=2), r"input_shape \(4, 4, 4\): too small"),
+        (dict(input_shape=(16, 16, 16), num_classes=1), "num_classes 1"),
+        (dict(input_shape=(16, 16, 16)), "bind both"),
+        (dict(input_shape=(16, 16), num_classes=2), "expected three positive sizes"),
         (dict(downsample_layers=(1,)), "downsample_layers"),
         (dict(filters=0), "filters 0"),
     ],
@@ -113,8 +118,8 @@ def test_mean_pooling_shares_the_head_over_positions_and_the_seed_keeps_flatten(
     when the feature grid is permuted, whereas the seed's flatten head gives every position its own weights."""
     assert PRESETS["reference"].pooling == "flatten"
     torch.manual_seed(0)
-    seed_form = ResNetConfig(input_shape=(32, 32, 32), filters=4, hidden_units=8)  # a 2^3 grid after pooling
-    config = ResNetConfig(input_shape=(32, 32, 32), filters=4, hidden_units=8, pooling="mean")
+    seed_form = ResNetConfig(input_shape=(32, 32, 32), num_classes=2, filters=4, hidden_units=8)  # 2^3 after pooling
+    config = ResNetConfig(input_shape=(32, 32, 32), num_classes=2, filters=4, hidden_units=8, pooling="mean")
     assert config.flatten_features == 4 and seed_form.flatten_features == 4 * 8
     model = build_resnet(config).eval()
     assert isinstance(model.pool, nn.AdaptiveAvgPool3d)

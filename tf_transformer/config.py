@@ -6,14 +6,16 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from common.errors import ConfigError
-from common.runs.presets import canonical_preset
+from common.runs.presets import canonical_preset, check_data_binding, require_data
 
 
 @dataclass(frozen=True, kw_only=True)
 class TransformerConfig:
-    input_shape: tuple[int, int, int] = (192, 192, 192)  # (D, H, W); tokens follow from the stem's real grid
+    # The data's facts, not the architecture's: a preset leaves them unset and `with_data` binds them from
+    # --shape and the dataset's classes before a network is built (tokens follow from the stem's real grid).
+    input_shape: tuple[int, int, int] | None = None  # (D, H, W)
+    num_classes: int | None = None  # N
     in_channels: int = 1
-    num_classes: int = 2  # N, from the data
     # Stem: one Conv3D per stage, 'same' padding, ReLU. The seed's projection_dim x 8, 4, 2, 1.
     stem_filters: tuple[int, ...] = (2048, 1024, 512, 256)
     stem_kernels: tuple[int, ...] = (10, 1, 1, 1)  # `reference`: stage 1 patchifies, 2-4 are pointwise
@@ -37,12 +39,9 @@ class TransformerConfig:
     stem_norm: bool = False  # Conv3D -> BatchNorm -> ReLU in the stem (the convolutional stem of Xiao et al. 2021)
 
     def __post_init__(self):
-        for name in ("input_shape", "stem_filters", "stem_kernels", "stem_strides", "mlp_units", "taps"):
+        for name in ("stem_filters", "stem_kernels", "stem_strides", "mlp_units", "taps"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
-            raise ConfigError(f"input_shape {self.input_shape}: expected three positive sizes (D, H, W)")
-        if self.num_classes < 2:
-            raise ConfigError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
+        object.__setattr__(self, "input_shape", check_data_binding(self.input_shape, self.num_classes))
         stages = {len(self.stem_filters), len(self.stem_kernels), len(self.stem_strides)}
         if len(stages) != 1 or 0 in stages:
             raise ConfigError(f"stem_filters/kernels/strides must have the same non-zero length, got "
@@ -73,7 +72,7 @@ class TransformerConfig:
     @property
     def token_grid(self) -> tuple[int, int, int]:
         """The stem's output grid: 'same' padding gives ceil(size / stride) per stage and axis."""
-        grid = self.input_shape
+        grid = require_data(self)
         for stride in self.stem_strides:
             grid = tuple(math.ceil(n / stride) for n in grid)
         return grid
@@ -87,6 +86,7 @@ class TransformerConfig:
         return asdict(self)
 
     def with_data(self, *, input_shape, num_classes: int) -> TransformerConfig:
+        """This architecture bound to the data's volume shape and class count (what a network is built from)."""
         return replace(self, input_shape=tuple(input_shape), num_classes=num_classes)
 
 
@@ -96,25 +96,25 @@ PRESETS: dict[str, TransformerConfig] = {
     # The seed's text verbatim: kernel = stride = 10 in all four stages, flatten pooling (a large GPU's job).
     "reference_literal": TransformerConfig(stem_kernels=(10, 10, 10, 10), stem_strides=(10, 10, 10, 10), pooling="flatten"),
     # CPU-sized: 8^3 patches of a 32^3 volume = 64 tokens of 64 features, 6 blocks.
-    "small": TransformerConfig(input_shape=(32, 32, 32), stem_filters=(128, 64), stem_kernels=(8, 1),
+    "small": TransformerConfig(stem_filters=(128, 64), stem_kernels=(8, 1),
                                stem_strides=(8, 1), num_blocks=6, num_heads=4, key_dim=16, mlp_units=(128, 64),
                                taps=(2, 4, 6), head_units=64),
     # The CPU preset of the small-data recipe (issue 11): a convolutional stem in the seed's form — its
     # stages as 3^3 convolutions, BatchNorm and ReLU, stride 2 thrice (32^3 -> 4^3 = 64 tokens), then the
     # seed's pointwise projection — LayerScale, stochastic depth, `small`'s encoder and decoder.
-    "small_recipe": TransformerConfig(input_shape=(32, 32, 32), stem_filters=(16, 32, 64, 64),
+    "small_recipe": TransformerConfig(stem_filters=(16, 32, 64, 64),
                                       stem_kernels=(3, 3, 3, 1), stem_strides=(2, 2, 2, 1), stem_norm=True,
                                       num_blocks=6, num_heads=4, key_dim=16, mlp_units=(128, 64), taps=(2, 4, 6),
                                       head_units=64, layer_scale=0.1, drop_path=0.1),
     # The recipe for 64^3 on a CPU (issue 25): one more stride-2 stage in the stem (64^3 -> 4^3 = 64 tokens), so
     # the encoder costs what `small_recipe` costs at 32^3; the ResNet's counterpart is small_recipe_strided.
-    "small_recipe_strided": TransformerConfig(input_shape=(64, 64, 64), stem_filters=(16, 32, 64, 64, 64),
+    "small_recipe_strided": TransformerConfig(stem_filters=(16, 32, 64, 64, 64),
                                               stem_kernels=(3, 3, 3, 3, 1), stem_strides=(2, 2, 2, 2, 1),
                                               stem_norm=True, num_blocks=6, num_heads=4, key_dim=16,
                                               mlp_units=(128, 64), taps=(2, 4, 6), head_units=64, layer_scale=0.1,
                                               drop_path=0.1),
     # Unit tests: 4^3 patches of 16^3 = 64 tokens of 16 features, 3 blocks.
-    "tiny": TransformerConfig(input_shape=(16, 16, 16), stem_filters=(32, 16), stem_kernels=(4, 1), stem_strides=(4, 1),
+    "tiny": TransformerConfig(stem_filters=(32, 16), stem_kernels=(4, 1), stem_strides=(4, 1),
                               num_blocks=3, num_heads=2, key_dim=8, mlp_units=(32, 16), taps=(1, 2, 3), head_units=16),
 }
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+from common.runs.presets import require_data
 from tf_transformer.config import TransformerConfig
 
 
 def flops_per_sample(config: TransformerConfig) -> int:
     flops = 0
-    grid, channels = config.input_shape, config.in_channels
+    grid, channels = require_data(config), config.in_channels
     for filters, kernel, stride in zip(config.stem_filters, config.stem_kernels, config.stem_strides):
         grid = tuple(math.ceil(n / stride) for n in grid)
         flops += 2 * kernel**3 * channels * filters * math.prod(grid)

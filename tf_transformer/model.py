@@ -13,6 +13,7 @@ import warnings
 import keras
 from keras import layers
 
+from common.runs.presets import require_data
 from tf_transformer.config import TransformerConfig
 from tf_transformer.position_embedding import PositionEmbedding
 from tf_transformer.recipe_layers import ClassToken, DropPath, LayerScale, TakeToken
@@ -47,6 +48,7 @@ def transformer_block(x, config: TransformerConfig, index: int):
 
 
 def build_transformer(config: TransformerConfig, *, name: str = "transformer3d") -> keras.Model:
+    require_data(config)  # a preset alone has no shape: config.with_data(input_shape=..., num_classes=...)
     if config.num_tokens < 2:
         warnings.warn(f"token grid {config.token_grid} of input {config.input_shape} has {config.num_tokens} token: "
                       "attention has nothing to attend to", stacklevel=2)

@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from common.errors import ConfigError
-from common.runs.presets import canonical_preset
+from common.runs.presets import canonical_preset, check_data_binding, require_data
 
 POOLINGS = ("flatten", "mean", "max", "mean_max")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ResNetConfig:
-    input_shape: tuple[int, int, int] = (192, 192, 192)  # (D, H, W): F, the flatten size, follows from it
+    # The data's facts, not the architecture's: a preset leaves them unset and `with_data` binds them from
+    # --shape and the dataset's classes before a network is built (F, the flatten size, follows from the shape).
+    input_shape: tuple[int, int, int] | None = None  # (D, H, W)
+    num_classes: int | None = None  # N
     in_channels: int = 1
-    num_classes: int = 2  # N, from the data
     filters: int = 32  # every conv of the seed has 32 filters
     # Seed "layers" 2..11 are the ten stages of two blocks; these begin with a Downsample block.
     downsample_layers: tuple[int, ...] = (4, 7, 10)
@@ -50,17 +52,12 @@ class ResNetConfig:
     drop_path: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "downsample_layers", tuple(int(s) for s in self.downsample_layers))
         object.__setattr__(self, "stem_strides", tuple(int(s) for s in self.stem_strides))
         if any(s < 1 for s in self.stem_strides):
             raise ConfigError(f"stem_strides {self.stem_strides}: every stride must be >= 1")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"drop_path {self.drop_path}: must be in [0, 1)")
-        if len(self.input_shape) != 3:
-            raise ConfigError(f"input_shape {self.input_shape}: expected (D, H, W)")
-        if self.num_classes < 2:
-            raise ConfigError(f"num_classes {self.num_classes}: a classifier needs at least 2 classes")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling '{self.pooling}': must be one of {POOLINGS}")
         for name in ("in_channels", "filters"):
@@ -70,6 +67,9 @@ class ResNetConfig:
             raise ConfigError(f"hidden_units {self.hidden_units}: must be >= 0 (0: a linear classifier)")
         if any(not 2 <= layer <= 11 for layer in self.downsample_layers):
             raise ConfigError(f"downsample_layers {self.downsample_layers}: seed layers are numbered 2..11")
+        object.__setattr__(self, "input_shape", check_data_binding(self.input_shape, self.num_classes))
+        if self.input_shape is None:
+            return
         pooled = self.pooled_shape
         if min(pooled) < 1:
             raise ConfigError(
@@ -81,10 +81,11 @@ class ResNetConfig:
     def stage_shape(self) -> tuple[int, int, int]:
         """Spatial grid entering layer 2: the reference stem adds 1 (MaxPool k2 s1 p1); a strided stem
         divides by each stride, rounding up (padding 1, kernel 3)."""
+        shape = require_data(self)
         if not self.stem_strides:
-            return tuple(n + 1 for n in self.input_shape)
+            return tuple(n + 1 for n in shape)
         sizes = []
-        for n in self.input_shape:
+        for n in shape:
             for stride in self.stem_strides:
                 n = (n - 1) // stride + 1
             sizes.append(n)
@@ -121,6 +122,7 @@ class ResNetConfig:
         return asdict(self)
 
     def with_data(self, *, input_shape, num_classes: int) -> ResNetConfig:
+        """This architecture bound to the data's volume shape and class count (what a network is built from)."""
         return replace(self, input_shape=tuple(input_shape), num_classes=num_classes)
 
 
@@ -132,16 +134,16 @@ RECIPE_BLOCK = dict(branch_relu=False, kaiming_init=True, conv_bias=False)
 RECIPE_STRIDED = dict(RECIPE_BLOCK, stem_strides=(2, 2), avg_down=True, pooling="mean", drop_path=0.1)
 
 PRESETS: dict[str, ResNetConfig] = {
-    "reference": ResNetConfig(),  # exactly the seed: 32 filters, 192^3, N from the data
-    "small": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64),  # CPU demo and real-data CPU runs
+    "reference": ResNetConfig(),  # exactly the seed: 32 filters (the seed trains it at 192^3)
+    "small": ResNetConfig(filters=8, hidden_units=64),  # CPU demo and real-data CPU runs (32^3)
     # `small` with the recipe's block, at `small`'s cost: the CPU demo and 32^3 runs.
-    "small_recipe": ResNetConfig(input_shape=(32, 32, 32), filters=8, hidden_units=64, **RECIPE_BLOCK),
+    "small_recipe": ResNetConfig(filters=8, hidden_units=64, **RECIPE_BLOCK),
     # The recipe for 64^3 on a CPU: a 4x strided stem runs the stages on a 16^3 grid, which pays for twice
     # `small`'s width and still costs half of `small` at 32^3 per sample (README "Models": measured).
-    "small_recipe_strided": ResNetConfig(input_shape=(64, 64, 64), filters=16, hidden_units=64, **RECIPE_STRIDED),
+    "small_recipe_strided": ResNetConfig(filters=16, hidden_units=64, **RECIPE_STRIDED),
     # The strided recipe at the reference's width, for GPUs at 192^3.
     "reference_recipe": ResNetConfig(filters=32, **RECIPE_STRIDED),
-    "tiny": ResNetConfig(input_shape=(16, 16, 16), filters=4, hidden_units=16),  # unit tests
+    "tiny": ResNetConfig(filters=4, hidden_units=16),  # unit tests (16^3)
 }
 
 

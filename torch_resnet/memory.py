@@ -59,8 +59,7 @@ def activation_bytes(config: ResNetConfig, *, checkpointing: bool = False, devic
 
 def memory_plan(config: ResNetConfig) -> MemoryPlan:
     """fp32 training memory of `config` and the batch each planned GPU size allows."""
-    parameters = count_parameters(build_resnet(config.with_data(input_shape=config.input_shape,
-                                                                num_classes=config.num_classes)).to("meta"))
+    parameters = count_parameters(build_resnet(config).to("meta"))
     plan = MemoryPlan(model="torch_resnet", input_shape=config.input_shape, precision="fp32",
                       fixed_bytes=training_state_bytes(parameters), activation_bytes=activation_bytes(config),
                       checkpointed_bytes=activation_bytes(config, checkpointing=True),

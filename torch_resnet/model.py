@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from common.runs.presets import require_data
 from torch_resnet.config import ResNetConfig
 
 
@@ -170,6 +171,7 @@ def _run_blocks_checkpointed(stage: nn.Sequential, x: torch.Tensor) -> torch.Ten
 
 
 def build_resnet(config: ResNetConfig, *, activation_checkpointing: bool = False) -> ResNet3D:
+    require_data(config)  # a preset alone has no shape: config.with_data(input_shape=..., num_classes=...)
     return ResNet3D(config, activation_checkpointing=activation_checkpointing)
 
 

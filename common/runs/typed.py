@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.errors import ConfigError
+from common.runs.presets import DATA_FIELDS
 
 T = TypeVar("T")
 
@@ -154,6 +155,9 @@ def parse_overrides(cls: type, pairs, *, flag_name: str = "--model") -> dict:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"{flag_name} '{pair}': expected KEY=VALUE")
+        if key in DATA_FIELDS and key in names:
+            raise ConfigError(f"{flag_name} '{pair}': {key} comes from the data (--shape, the dataset's classes), "
+                              "not from the model")
         if key not in names:
             raise ConfigError(f"{flag_name} '{pair}': '{key}' is not a field of {cls.__name__} ({', '.join(names)})")
         out[key] = _decode(hints[key], _json_or_text(text), origin=f"{flag_name} {key}")
