@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     return run_command(lambda: _dispatch(argv))  # the parser's defaults read the environment too
 
 
-def _dispatch(argv):
+def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m common", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     prepare = sub.add_parser("prepare", help="preprocess and cache a dataset, write splits.json, print class counts")
@@ -67,6 +67,11 @@ def _dispatch(argv):
     checks.add_argument("--lesions", type=Path, help="CSV sample_id,path of masks on the scans' grids "
                                                       "(default for demo runs: the demo's own lesions.csv)")
     checks.add_argument("--out", type=Path, required=True, help="folder for checks.md and checks.json")
+    return parser
+
+
+def _dispatch(argv):
+    parser = build_parser()
     args, passthrough = parser.parse_known_args(argv)
     if passthrough and args.command != "cv":
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")

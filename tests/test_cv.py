@@ -66,6 +66,7 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
 
     manifest = make_manifest(n_subjects=16)
     command = ["cv", "--models", "resnet", "transformer", "--folds", "2", "--seeds", "0", "1", "--name", "t",
+               "--parallel", "2", "--transformer-args", "--warmup-epochs 0",
                "--cv-root", str(tmp_path / "cv"), "--data", str(manifest), "--label-column", "label",
                "--shape", "16", "16", "16", "--preset", "tiny", "--epochs", "1", "--batch-size", "4",
                "--cache-dir", str(cache_root), "--workers", "1", "--precision", "fp32"]
@@ -76,6 +77,8 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     tests = [set(read_predictions(p.parent).select("test").sample_ids) for p in runs if "resnet" in str(p)]
     assert len(set().union(*tests)) == 16  # the test folds cover every sample
     assert read_record(root / "resnet" / "fold1-seed1").training.seed == 1
+    warmups = {m: read_record(root / m / "fold0-seed0").training.warmup_epochs for m in ("resnet", "transformer")}
+    assert warmups == {"resnet": 1, "transformer": 0}  # --transformer-args reach the transformer's runs only
     report = (root / "report" / "report.md").read_text()
     assert "corrected resampled t-test" in report and "Pooled out-of-fold" in report
     assert "sd of" in report and report.count("| ResNet | ") >= 4

@@ -238,7 +238,7 @@ def test_maps_of_a_trained_model_find_the_planted_signal(tmp_path, package, meth
     Grad-CAM on its last stage does not; it is run and written here, its localisation is not asserted)."""
     import importlib
 
-    from common.explain.checks import check_runs
+    from common.cli import main as common_main
 
     main = importlib.import_module(f"{package}.cli").main
     manifest, lesions = _planted_manifest(tmp_path)
@@ -254,13 +254,21 @@ def test_maps_of_a_trained_model_find_the_planted_signal(tmp_path, package, meth
         assert main([*common, "--method", "gradcam"]) == 0
     rows = read_table(run_dir / "explain" / "gradcam")
     assert len(rows) == 7 and {r["target"] for r in rows} == {"pos"}
-    table = check_runs([run_dir], lesions=lesions, out=tmp_path / "checks")
+    assert common_main(["check-maps", str(run_dir), "--lesions", str(lesions), "--out", str(tmp_path / "checks")]) == 0
+    table = tmp_path / "checks" / "checks.md"
     result = {r["method"]: r for r in json.loads((tmp_path / "checks" / "checks.json").read_text())}[method]
     assert result["pointing_total"] == 3 and result["pointing_hits"] == 3, table.read_text()
     assert result["spearman"] < 0.5, table.read_text()
     # explaining files by name: the map lands on the file's grid
     assert main(["explain", "--run-dir", str(run_dir), str(tmp_path / "p01.nii.gz"), "--out", str(tmp_path / "f")]) == 0
     assert nib.load(tmp_path / "f" / "maps" / "p01.nii.gz").shape == (16, 16, 16)
+    # the occlusion grid's options and --limit reach the maps
+    assert main(["explain", "--run-dir", str(run_dir), str(tmp_path / "p01.nii.gz"), str(tmp_path / "p03.nii.gz"),
+                 "--limit", "1", "--method", "occlusion", "--occlusion-size", "4", "--occlusion-stride", "4",
+                 "--occlusion-baseline", "0.5", "--out", str(tmp_path / "g")]) == 0
+    settings = json.loads((tmp_path / "g" / "explain.json").read_text())
+    assert settings["inputs"] == 1 and settings["forward_passes_per_volume"] == 1 + 4**3
+    assert settings["config"]["occlusion"]["stride"] == 4 and settings["config"]["occlusion"]["baseline"] == 0.5
 
 
 def test_explain_cli_refuses_bad_requests(tmp_path, capsys):

@@ -156,3 +156,23 @@ def test_the_verdict_comes_first_with_the_majority_baseline(tmp_path):
     fake_run(tmp_path / "close" / "resnet-1", model="torch_resnet", seed=4, skill=1.0)
     md = build_report(find_latest_runs(tmp_path / "close"), tmp_path / "c", n_resamples=200).read_text()
     assert "**Transformer and ResNet are not significantly different** on test balanced accuracy" in md
+
+
+def test_score_and_report_clis_take_their_options(two_runs, capsys):
+    """`score --bootstrap N --no-plots` and `report --title T --bootstrap N --name --out-root --runs-root`."""
+    import json
+
+    from common.cli import main
+
+    root, *_ = two_runs
+    run = root / "runs" / "vit-1"
+    assert main(["score", str(run), "--bootstrap", "30", "--no-plots"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["bootstrap"]["n_resamples"] == 30
+    assert not (run / "confusion_test.png").exists() and not (run / "curves.png").exists()
+    assert main(["score", str(run), "--bootstrap", "30"]) == 0
+    assert (run / "confusion_test.png").is_file() and (run / "curves.png").is_file()
+    capsys.readouterr()
+    assert main(["report", "--runs-root", str(root / "runs"), "--title", "Lab comparison", "--bootstrap", "40",
+                 "--name", "mine", "--out-root", str(root / "out")]) == 0
+    page = (root / "out" / "mine" / "report.md").read_text()
+    assert page.startswith("# Lab comparison") and "bootstrap 95 % CI (40 resamples)" in page

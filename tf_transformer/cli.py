@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from common.explain.options import add_explain_arguments
 from common.export.members import add_export_arguments, export_members
@@ -20,12 +19,13 @@ from common.runs.options import (
 )
 from common.runs.typed import add_arguments, from_namespace
 from tf_transformer.config import PRESETS
+from tf_transformer.keras_state import SUPPORTED_BACKENDS, select_backend
 from tf_transformer.options import KerasOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m tf_transformer", description=__doc__)
-    parser.add_argument("--backend", choices=("tensorflow", "torch", "jax"),
+    parser.add_argument("--backend", choices=SUPPORTED_BACKENDS,
                         help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's C++ start-up log (CUDA probing, oneDNN notes); hidden by default")
@@ -48,10 +48,7 @@ def main(argv=None) -> int:
 
 def _dispatch(argv):
     args = build_parser().parse_args(argv)
-    if args.command == "export":
-        os.environ["KERAS_BACKEND"] = "torch"  # tf_transformer/export.py: why
-    elif args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
+    select_backend("torch" if args.command == "export" else args.backend)  # export on torch: tf_transformer/export.py
     commands = {"train": _train, "predict": _predict, "explain": _explain, "export": _export}
     return commands[args.command](args)
 

@@ -16,8 +16,8 @@ class KerasOptions:
         "XLA compilation of the train step (false: faster on CPU per BENCHMARKS.md; auto: Keras decides)",
         choices=("false", "true", "auto")))
     distribute: str = field(default="none", metadata=option(
-        "tf.distribute MirroredStrategy / MultiWorkerMirroredStrategy (TensorFlow backend) or "
-        "keras.distribution.DataParallel (JAX backend)", choices=("none", "mirrored", "multiworker", "data-parallel")))
+        "tf.distribute.MirroredStrategy over this machine's GPUs (TensorFlow backend)",
+        choices=("none", "mirrored")))
     logical_cpu_devices: int = field(default=0, metadata=option(
         "with --distribute mirrored on a CPU: split it into N logical devices"))
 

@@ -10,23 +10,21 @@ import numpy as np
 
 from common.runs.hardware import peak_rss_bytes
 from tf_transformer.config import TransformerConfig
+from tf_transformer.keras_state import precision_policy
 from tf_transformer.model import build_transformer
-
-POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def synthetic_training_step(config: TransformerConfig, precision: str, *, batch_size: int, jit_compile):
     """A real training step (AdamW) of a freshly built model under a precision policy, on one fixed
     random batch; returns the loss. The probe times it; `tf_transformer.bench` measures speed with it."""
-    keras.mixed_precision.set_global_policy(POLICIES[precision])
     keras.utils.set_random_seed(0)
-    model = build_transformer(config)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with precision_policy(precision):  # the model keeps its layers' policy after the scope
+        model = build_transformer(config)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(1)
     x = rng.normal(size=(batch_size, *config.input_shape, config.in_channels)).astype("float32")
     y = rng.integers(0, config.num_classes, batch_size)
-    keras.mixed_precision.set_global_policy("float32")  # the model keeps its layers' policy
     return lambda: float(model.train_on_batch(x, y))
 
 
@@ -39,12 +37,6 @@ def peak_memory_bytes() -> tuple[int, str]:
 
             if torch.cuda.is_available():
                 return int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated"
-        elif backend == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            if device.platform == "gpu":
-                return int(device.memory_stats()["peak_bytes_in_use"]), "jax peak_bytes_in_use"
         elif backend == "tensorflow":
             import tensorflow as tf
 

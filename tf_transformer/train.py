@@ -30,9 +30,10 @@ from common.runs.record import PrecisionDecision
 from tf_transformer.config import TransformerConfig
 from tf_transformer.data import KerasBatches
 from tf_transformer.flops import flops_per_sample
+from tf_transformer.keras_state import precision_policy
 from tf_transformer.model import build_transformer, summary_lines
 from tf_transformer.options import KerasOptions
-from tf_transformer.steps import POLICIES, peak_memory_bytes, synthetic_training_step
+from tf_transformer.steps import peak_memory_bytes, synthetic_training_step
 
 MODEL = "tf_transformer"
 MODEL_FILE = "model.keras"
@@ -48,10 +49,6 @@ def _gpus() -> list:
         import torch
 
         return list(range(torch.cuda.device_count()))
-    if backend == "jax":
-        import jax
-
-        return [d for d in jax.devices() if d.platform == "gpu"]
     return []
 
 
@@ -74,23 +71,14 @@ def hardware() -> Hardware:
 
 
 def distribution_scope(kind: str, logical_cpu_devices: int = 0):
-    """none | mirrored | multiworker (TensorFlow backend) | data-parallel (JAX backend)."""
+    """none | mirrored (TensorFlow backend: the GPUs of this machine, or N logical CPUs in tests)."""
     backend = keras.backend.backend()
     if kind == "none":
-        return nullcontext()
-    if kind == "data-parallel":
-        if backend != "jax":
-            raise ConfigError(f"--distribute data-parallel needs KERAS_BACKEND=jax (backend is {backend})")
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
         return nullcontext()
     if backend != "tensorflow":
         raise ConfigError(f"--distribute {kind} needs KERAS_BACKEND=tensorflow (backend is {backend})")
     import tensorflow as tf
 
-    if kind == "multiworker":  # cluster from TF_CONFIG
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        print(f"MultiWorkerMirroredStrategy: {strategy.num_replicas_in_sync} replicas")
-        return strategy.scope()
     if logical_cpu_devices > 1:  # split the CPU into N logical devices (tests and CPU-only machines)
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpu_devices)
@@ -209,10 +197,9 @@ class KerasAdapter:
     def __init__(self, config: TransformerConfig, training: TrainConfig, options: KerasOptions,
                  precision: PrecisionDecision):
         self.config, self.training, self.options = config, training, options
-        keras.mixed_precision.set_global_policy(POLICIES[precision.resolved])
         scope = distribution_scope(options.distribute, options.logical_cpu_devices)
         keras.utils.set_random_seed(training.seed)
-        with scope:
+        with precision_policy(precision.resolved), scope:
             self.model = build_transformer(config)
             self.model.compile(optimizer=make_optimizer(training, self.model),
                                loss=make_loss(training),
@@ -228,7 +215,7 @@ class KerasAdapter:
 
     def facts(self) -> AdapterFacts:
         backend = keras.backend.backend()
-        module = __import__({"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}.get(backend, backend))
+        module = __import__(backend)  # tensorflow or torch (tf_transformer/startup.py: SUPPORTED_BACKENDS)
         return AdapterFacts(model_config=self.config.to_dict(), parameters=self.model.count_params(),
                             flops_per_sample=flops_per_sample(self.config), device=self._hardware.name,
                             options={**asdict(self.options), "backend": backend},

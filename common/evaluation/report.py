@@ -188,11 +188,11 @@ def learning_warnings(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> l
     return out
 
 
-def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]]) -> str:
+def metrics_section(runs: list[Run], metrics: dict[str, dict[str, dict]], *, n_resamples: int) -> str:
     lines = ["## Metrics", ""]
     for warning in learning_warnings(runs, metrics):
         lines += [warning, ""]
-    lines += ["Point estimate with its seeded bootstrap 95 % CI (1000 resamples) where given.", ""]
+    lines += [f"Point estimate with its seeded bootstrap 95 % CI ({n_resamples} resamples) where given.", ""]
     for split in ("val", "test"):
         present = [r for r in runs if split in metrics[r.label]]
         if not present:
@@ -381,7 +381,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
     parts = [f"# {title}", "", verdict_section(runs, metrics, comparisons), "",
              "Runs (relative to this report): " + ", ".join(f"{r.label} `{r.path}`" for r in runs),
              "", data_section(runs), "",
-             metrics_section(runs, metrics), ""]
+             metrics_section(runs, metrics, n_resamples=n_resamples), ""]
     if len(runs) >= 2:
         parts += ["## Is the difference real?", "", "Paired on the same test samples; selection was on val only.", ""]
         for other in runs[1:]:
