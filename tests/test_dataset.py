@@ -81,6 +81,33 @@ def test_bad_volume_leaves_no_cache(make_manifest, cache_root):
     assert not any((cache_root / "volumes").iterdir())
 
 
+def test_a_read_only_cache_is_one_line_naming_it(make_manifest, cache_root, monkeypatch):
+    """A cache folder this user cannot write (root ignores chmod, so the refusal is simulated where the build
+    starts): the error names the folder and the option, and no scan is read first."""
+    import tempfile
+
+    from common.data import cache
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    read = []
+    monkeypatch.setattr(cache, "_write_cache", lambda *a, **k: read.append(1))
+    with pytest.raises(DataError, match=r"cache .*volumes: cannot write a new dataset's cache there \(Permission "
+                                        r"denied\); choose a writable --cache-dir"):
+        prepare_dataset(make_manifest(), label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+    assert read == []
+    if os.geteuid() != 0:  # and for real, where permissions apply
+        monkeypatch.undo()
+        cache_root.mkdir(parents=True, exist_ok=True)
+        (cache_root / "volumes").mkdir(exist_ok=True)
+        os.chmod(cache_root / "volumes", 0o555)
+        with pytest.raises(DataError, match="cannot write a new dataset's cache there"):
+            prepare_dataset(make_manifest(), label_column="label", preprocess=TINY, cache_root=cache_root,
+                            progress=False)
+
+
 def test_missing_file_is_named_before_any_work(make_manifest, cache_root):
     manifest = make_manifest()
     (manifest.parent / "s05_0.nii.gz").unlink()

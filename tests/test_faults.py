@@ -213,7 +213,7 @@ def test_predict_inputs(tmp_path, capsys):
 def test_unsafe_keras_file_is_refused_with_one_line(tmp_path):
     import keras
 
-    from tf_transformer.predict import load_selected_model
+    from tf_transformer.model_file import load_selected_model
 
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
@@ -319,3 +319,73 @@ def test_a_full_disk_is_named_before_the_cache_and_at_a_write(make_manifest, cac
     with pytest.raises(DataError, match=r"model.pt: the disk is full"):
         atomic_write(tmp_path / "model.pt", no_space)
     assert not list(tmp_path.glob(".model.pt*"))
+
+
+# ---- a record or a model file from somewhere else (issue 29 item 12) -------------------------------------
+def _tiny_run(package: str, manifest, cache_root, run_dir, shape=16) -> Path:
+    import importlib
+
+    main = importlib.import_module(f"{package}.cli").main
+    assert main(["train", "--data", str(manifest), "--label-column", "label", "--shape", *[str(shape)] * 3,
+                 "--preset", "tiny", "--batch-size", "4", "--epochs", "1", "--cache-dir", str(cache_root),
+                 "--run-dir", str(run_dir), "--workers", "1", "--quiet", "--precision", "fp32"]) == 0
+    return run_dir
+
+
+def _edit_record(run_dir: Path, edit) -> None:
+    import json
+
+    values = json.loads((run_dir / "config.json").read_text())
+    edit(values)
+    (run_dir / "config.json").write_text(json.dumps(values))
+
+
+@pytest.mark.parametrize("package, model_file", [("torch_resnet", "model.pt"), ("tf_transformer", "model.keras")])
+def test_a_record_or_model_file_from_elsewhere_is_refused_by_name(make_manifest, cache_root, tmp_path, capsys,
+                                                                   package, model_file):
+    import importlib
+    import shutil
+
+    main = importlib.import_module(f"{package}.cli").main
+    manifest = make_manifest(n_subjects=12)
+    run = _tiny_run(package, manifest, cache_root, tmp_path / "run")
+    other = _tiny_run(package, manifest, cache_root, tmp_path / "other", shape=12)
+    predict = ["predict", "--run-dir", str(run), "--manifest", str(manifest), "--out", str(tmp_path / "p.csv")]
+    assert main(predict) == 0
+    (tmp_path / "p.csv").unlink()
+    shutil.copy(run / "config.json", tmp_path / "config.json")
+    # a record whose data section no longer matches its model (a 40^3 shape, a third class)
+    _edit_record(run, lambda v: v["data"]["preprocess"].update(shape=[40, 40, 40]))
+    capsys.readouterr()
+    assert main(predict) == 2
+    assert "model_config.input_shape (16, 16, 16) differs from data.preprocess.shape (40, 40, 40)" in \
+        capsys.readouterr().err
+    shutil.copy(tmp_path / "config.json", run / "config.json")
+    _edit_record(run, lambda v: v["data"].update(classes=["a", "b", "c"]))
+    assert main(predict) == 2
+    assert "model_config.num_classes 2 differs from the 3 classes in data.classes" in capsys.readouterr().err
+    shutil.copy(tmp_path / "config.json", run / "config.json")
+    # another run's model file put in this run's place
+    shutil.copy(other / model_file, run / model_file)
+    assert main(predict) == 2
+    err = capsys.readouterr().err
+    assert str(run / model_file) in err and ("another architecture" in err or "not this run's model" in err)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_finishing_a_transformer_run_over_a_foreign_model_file_is_refused(tmp_path):
+    """The driver loads model.keras at the end of a run: another architecture's file is named, not a traceback."""
+    from common.errors import ConfigError
+    from common.runs.config import TrainConfig
+    from common.runs.precision import PrecisionDecision
+    from tf_transformer.config import preset
+    from tf_transformer.model import build_transformer
+    from tf_transformer.options import KerasOptions
+    from tf_transformer.train import KerasAdapter
+
+    config = preset("tiny").with_data(input_shape=(16,) * 3, num_classes=2)
+    adapter = KerasAdapter(config, TrainConfig(), KerasOptions(), PrecisionDecision("fp32", "fp32", "test"))
+    foreign = build_transformer(preset("tiny").with_data(input_shape=(12,) * 3, num_classes=3))
+    foreign.save(tmp_path / "model.keras")
+    with pytest.raises(ConfigError, match="model.keras: not this run's model"):
+        adapter.load_model(tmp_path / "model.keras")

@@ -20,15 +20,15 @@ import numpy as np
 from common.errors import ConfigError
 from common.explain.maps import positive_part, upsample
 from common.explain.run import ModelHooks
-from tf_transformer.predict import load_selected_model
-from tf_transformer.train import MODEL, MODEL_FILE, predict_probabilities
+from tf_transformer.predict import load_run_model
+from tf_transformer.train import MODEL, predict_probabilities
 
 GRID_LAYER = "tokens"  # the map is read at this layer's input: the stem output on its 3-D grid
 
 
 def load_network(run_dir: Path, *, random_weights: bool = False, seed: int = 0) -> keras.Model:
     """The selected model, or (the sanity check) a clone with freshly initialised weights."""
-    model = load_selected_model(Path(run_dir) / MODEL_FILE)
+    model = load_run_model(Path(run_dir))
     if random_weights:
         keras.utils.set_random_seed(seed)
         model = keras.models.clone_model(model)  # same graph, new weights from each layer's initialisers

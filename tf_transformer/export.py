@@ -17,13 +17,17 @@ INPUT_LAYOUT = "NDHWC"  # (batch, D, H, W, channel)
 
 
 def export_keras_file(model_file: Path, out: Path) -> None:
+    from tf_transformer.model_file import load_selected_model
+
+    export_model(load_selected_model(Path(model_file)), out)
+
+
+def export_model(model: keras.Model, out: Path) -> None:
     if keras.backend.backend() != "torch":
         raise RuntimeError("the transformer's ONNX export runs on Keras' torch backend (KERAS_BACKEND=torch)")
     import warnings
 
     import torch
-
-    from tf_transformer.predict import load_selected_model
 
     class Inference(torch.nn.Module):  # the Keras model (a torch Module on this backend) in inference mode
         def __init__(self, model):
@@ -33,7 +37,6 @@ def export_keras_file(model_file: Path, out: Path) -> None:
         def forward(self, volume):
             return self.model(volume, training=False)
 
-    model = load_selected_model(Path(model_file))
     example = torch.zeros(2, *(int(s) for s in model.inputs[0].shape[1:]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -43,6 +46,6 @@ def export_keras_file(model_file: Path, out: Path) -> None:
 
 
 def export_run(run_dir: Path, out: Path) -> None:
-    from tf_transformer.train import MODEL_FILE
+    from tf_transformer.predict import load_run_model
 
-    export_keras_file(Path(run_dir) / MODEL_FILE, out)
+    export_model(load_run_model(Path(run_dir)), out)  # checked against the run's config.json

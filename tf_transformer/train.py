@@ -32,6 +32,7 @@ from tf_transformer.data import KerasBatches
 from tf_transformer.flops import flops_per_sample
 from tf_transformer.keras_state import precision_policy
 from tf_transformer.model import build_transformer, summary_lines
+from tf_transformer.model_file import load_selected_model
 from tf_transformer.options import KerasOptions
 from tf_transformer.steps import peak_memory_bytes, synthetic_training_step
 
@@ -239,7 +240,15 @@ class KerasAdapter:
             atomic_write(path, lambda tmp: self.model.save(tmp))
 
     def load_model(self, path: Path) -> None:
-        self.model.load_weights(path)
+        # Whole-model load, then weights by position: Keras' load_weights skips layers it cannot match with
+        # a warning, so a model.keras of another architecture put in this run's place could load in part.
+        weights = load_selected_model(path).get_weights()
+        ours = self.model.get_weights()
+        if [w.shape for w in weights] != [w.shape for w in ours]:
+            raise ConfigError(f"{path}: not this run's model; its {len(weights)} weight arrays do not fit the "
+                              f"{len(ours)} of the network in config.json")
+        self.model.set_weights(weights)
+        self._use_ema = False  # the model now holds the selected (averaged) weights: predict them as they are
         self._use_ema = False  # the model now holds the selected (averaged) weights: predict them as they are
 
     def _state_variables(self) -> list:

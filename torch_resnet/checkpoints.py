@@ -39,6 +39,16 @@ def load(path: Path, *, expected: ResNetConfig | None = None) -> dict:
     return payload
 
 
+def load_selected(run_dir: Path) -> tuple[dict, ResNetConfig]:
+    """The run's model.pt and its config, refused unless the checkpoint is the network its config.json
+    describes (the record itself is checked against its data by read_record)."""
+    from common.runs.record import read_record
+
+    expected = model_config_of({"model_config": read_record(run_dir).model_config})
+    payload = load(Path(run_dir) / "model.pt", expected=expected)
+    return payload, expected
+
+
 def model_config_of(payload: dict) -> ResNetConfig:
     return ResNetConfig(**_tuples(payload["model_config"]))
 

@@ -24,8 +24,7 @@ GRADCAM_LAYER = "stages.layer11"
 
 def load_network(run_dir: Path, *, random_weights: bool = False, seed: int = 0) -> ResNet3D:
     """The selected weights, or (the sanity check) the same architecture freshly initialised."""
-    payload = checkpoints.load(Path(run_dir) / "model.pt")
-    config = checkpoints.model_config_of(payload)
+    payload, config = checkpoints.load_selected(run_dir)
     torch.manual_seed(seed)
     net = build_resnet(config)
     if not random_weights:

@@ -25,8 +25,7 @@ def export_network(net: nn.Module, example: torch.Tensor, out: Path, *, input_na
 
 
 def export_run(run_dir: Path, out: Path) -> None:
-    payload = checkpoints.load(Path(run_dir) / "model.pt")
-    config = checkpoints.model_config_of(payload)
+    payload, config = checkpoints.load_selected(run_dir)
     net = build_resnet(config)
     net.load_state_dict(payload["state_dict"])
     export_network(net, torch.zeros(2, config.in_channels, *config.input_shape), out)

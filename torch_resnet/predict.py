@@ -42,8 +42,8 @@ def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | Non
 
 
 def _predict_one(run_dir: Path, record, volumes: np.ndarray, batch_size: int, torch_device: torch.device):
-    payload = checkpoints.load(Path(run_dir) / "model.pt")
-    net = build_resnet(checkpoints.model_config_of(payload))
+    payload, config = checkpoints.load_selected(run_dir)
+    net = build_resnet(config)
     net.load_state_dict(payload["state_dict"])
     net.to(torch_device)
     channels_last = bool(record.options.get("channels_last", False))  # the layout it trained in

@@ -191,9 +191,13 @@ def build_or_load_cache(source: Source, config: PreprocessConfig, cache_root: Pa
     """
     folder = volumes_root(cache_root) / cache_key(source, config)
     if not (folder / "meta.json").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_builds(folder.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-{os.getpid()}-", dir=folder.parent))
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_builds(folder.parent)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-{os.getpid()}-", dir=folder.parent))
+        except OSError as exc:  # a read-only or foreign cache: one line, before any scan is read
+            raise DataError(f"cache {folder.parent}: cannot write a new dataset's cache there ({exc.strerror or exc}); "
+                            "choose a writable --cache-dir (or $VOLCLS_CACHE)") from None
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: others sharing the cache could not read it
         try:
             try:

@@ -182,7 +182,20 @@ def read_record(run_dir: Path) -> RunRecord:
     record = from_jsonable(RunRecord, values, origin=str(path))
     if record.model not in PACKAGES:
         raise ConfigError(f"{path}: model '{record.model}' is not one of {list(PACKAGES)}")
+    _check_model_fits_data(record, path)
     return record
+
+
+def _check_model_fits_data(record: RunRecord, path: Path) -> None:
+    """The network's input shape and class count are the data's (presets name no shape): a record whose
+    model_config disagrees with its own data section was edited or mixed from two runs."""
+    shape, classes = record.model_config.get("input_shape"), record.model_config.get("num_classes")
+    if shape is not None and tuple(shape) != tuple(record.data.preprocess.shape):
+        raise DataError(f"{path}: model_config.input_shape {tuple(shape)} differs from data.preprocess.shape "
+                        f"{tuple(record.data.preprocess.shape)}: the record was edited or mixed from two runs")
+    if classes is not None and classes != len(record.data.classes):
+        raise DataError(f"{path}: model_config.num_classes {classes} differs from the {len(record.data.classes)} "
+                        f"classes in data.classes: the record was edited or mixed from two runs")
 
 
 def is_run_dir(run_dir: Path) -> bool:
