@@ -202,11 +202,39 @@ def test_one_precision_policy():
     assert decide_precision("auto", a100).resolved == "bf16"
     assert decide_precision("auto", t4).resolved == "fp16" and "scaler" in decide_precision("auto", t4).reason
     assert decide_precision("auto", cpu).resolved == "fp32"
-    fast = decide_precision("auto", cpu, probe=lambda: {"fp32": 10.0, "bf16": 10.0 * CPU_BF16_MIN_SPEEDUP})
+    fast = decide_precision("auto", cpu, probe=lambda: {"fp32": 10.0, "bf16": 10.0 * CPU_BF16_MIN_SPEEDUP * 1.25})
     slow = decide_precision("auto", cpu, probe=lambda: {"fp32": 10.0, "bf16": 11.0})
     assert (fast.resolved, slow.resolved) == ("bf16", "fp32")
     assert slow.measurements == {"fp32_samples_per_second": 10.0, "bf16_samples_per_second": 11.0}
     assert "1.10x" in slow.reason
+
+
+@pytest.mark.parametrize("ratios, resolved, close", [
+    ((2.6,), "bf16", False),  # clear: measured once
+    ((1.5,), "fp32", False),
+    ((2.11, 2.05, 2.2), "fp32", True),  # all above the rule, but within its margin: close, fp32
+    ((2.11, 1.9, 2.7), "fp32", True),  # on both sides of the rule
+    ((2.2, 2.6), "bf16", False),  # a close first reading, then clearly above: bf16
+    ((1.7, 1.3), "fp32", False),  # close, then clearly below
+    ((1.9, 1.8, 1.7), "fp32", True),  # below, but never clear of the margin: said
+])
+def test_a_close_probe_is_measured_again_and_said(ratios, resolved, close):
+    """A busy machine moves the probe's bf16/fp32 ratio (12.6x under load, 2.1x minutes later on one
+    machine): near the 2.0x rule the probe is repeated, and a close call keeps fp32 and says so."""
+    from common.runs.precision import CLOSE_CALL_PROBES
+
+    calls = []
+
+    def probe(fresh=False):
+        calls.append(fresh)
+        return {"fp32": 10.0, "bf16": 10.0 * ratios[len(calls) - 1]}
+
+    decision = decide_precision("auto", Hardware("cpu", "CPU"), probe=probe)
+    assert len(calls) == len(ratios) <= CLOSE_CALL_PROBES and calls[1:] == [True] * (len(ratios) - 1)
+    assert decision.resolved == resolved
+    assert ("close call" in decision.reason) == close == decision.measurements.get("close_call", False)
+    if len(ratios) > 1:
+        assert decision.measurements["bf16_over_fp32_probes"] == list(ratios)
 
 
 # ---- typed configs, CLI and record ---------------------------------------------------------------------

@@ -133,9 +133,9 @@ def precision_probe(config: TransformerConfig, batch_size: int, options: KerasOp
     facts = {"framework": f"keras {keras.__version__} {backend}", "device": hardware().name, "model": config.to_dict(),
              "batch": batch_size, "jit": options.jit_compile}
     cache_file = cache_dir / f"transformer-{probe_key(facts)}.json" if cache_dir else None
-    return lambda: timed_probe(["fp32", "bf16"], lambda p: synthetic_training_step(config, p, batch_size=batch_size,
-                                                                                      jit_compile=options.jit),
-                               batch_size=batch_size, cache_file=cache_file)
+    return lambda fresh=False: timed_probe(
+        ["fp32", "bf16"], lambda p: synthetic_training_step(config, p, batch_size=batch_size, jit_compile=options.jit),
+        batch_size=batch_size, cache_file=cache_file, fresh=fresh)
 
 
 class StepHook(keras.callbacks.Callback):

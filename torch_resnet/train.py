@@ -63,10 +63,11 @@ class SpeedProbe:
                  "threads": torch.get_num_threads(), "model": config.to_dict(), "batch": batch_size}
         self.cache_file = cache_dir / f"resnet-{probe_key(facts)}.json" if cache_dir else None
 
-    def __call__(self, candidates: list[str], warmups: dict[str, float] | None = None) -> dict[str, float]:
+    def __call__(self, candidates: list[str], warmups: dict[str, float] | None = None, *,
+                 fresh: bool = False) -> dict[str, float]:
         return timed_probe(candidates, lambda c: make_probe_step(self.config, c, batch_size=self.batch_size,
                                                                  device=self.device),
-                           batch_size=self.batch_size, cache_file=self.cache_file, warmups=warmups)
+                           batch_size=self.batch_size, cache_file=self.cache_file, warmups=warmups, fresh=fresh)
 
 
 def resolve_channels_last(requested: bool | None, precision: str, probe: SpeedProbe | None) -> tuple[bool, str]:
@@ -119,8 +120,9 @@ def precision_probe(requested_layout: bool | None, probe: SpeedProbe | None):
         return None
     layouts = list(LAYOUTS) if requested_layout is None else [k for k, v in LAYOUTS.items() if v == requested_layout]
 
-    def measure() -> dict[str, float]:
-        speeds = probe([f"{p}/{layout}" for p in ("fp32", "bf16") for layout in layouts])
+    def measure(fresh: bool = False) -> dict[str, float]:
+        candidates = [f"{p}/{layout}" for p in ("fp32", "bf16") for layout in layouts]
+        speeds = probe(candidates, fresh=True) if fresh else probe(candidates)
         return {p: best_of(speeds, p) for p in ("fp32", "bf16")}
 
     return measure

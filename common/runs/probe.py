@@ -62,15 +62,17 @@ def time_steps(step: Callable[[], object], steps: int, *, timer: Callable[[], fl
 
 def timed_probe(candidates: list[str], make_step: Callable[[str], Callable[[], None]], *, batch_size: int,
                 cache_file: Path | None = None, timer: Callable[[], float] = time.perf_counter,
-                warmups: dict[str, float] | None = None) -> dict[str, float]:
+                warmups: dict[str, float] | None = None, fresh: bool = False) -> dict[str, float]:
     """samples/s per candidate: its fastest of a few steps timed in interleaved rounds (`_interleaved_timing`).
 
     Candidates already in `cache_file` (one JSON object per probe context) are not measured again.
     `warmups`, if given, receives each candidate's untimed first step in seconds (what a compilation costs).
+    fresh=True (or VOLCLS_REPROBE=1) measures every candidate again and overwrites the cache.
     """
     if cache_file is not None and cache_file.exists() and not cache_file.is_file():
         cache_file = None  # a directory (or other non-file) in its place: measure, and keep nothing
-    known, known_warmups = ({}, {}) if cache_file is None or os.environ.get(REPROBE_ENV) else _read_cache(cache_file)
+    again = fresh or os.environ.get(REPROBE_ENV)
+    known, known_warmups = ({}, {}) if cache_file is None or again else _read_cache(cache_file)
     missing = [c for c in candidates if c not in known or c not in known_warmups]
     if missing:
         speeds, warmup_seconds = _interleaved_timing(missing, make_step, batch_size, timer)
