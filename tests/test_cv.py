@@ -20,11 +20,13 @@ def test_corrected_resampled_t_test_by_hand():
     assert np.isnan(corrected_resampled_t_test(np.zeros(3), 0.25)["p_value"])
 
 
-def test_cv_options_the_plan_owns_are_refused(tmp_path):
+def test_cv_options_the_plan_owns_are_refused(tmp_path, capsys):
     from common.cli import main
 
     assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--seed", "3"]) == 2  # not --seeds: no abbreviations
     assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--folds", "1"]) == 2
+    assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--resnet-args", "--dataset-name 'lab"]) == 2
+    assert "--resnet-args '--dataset-name 'lab': No closing quotation" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
