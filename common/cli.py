@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_explain_arguments(explain)
     explain.add_argument("--device", choices=("auto", "cpu", "cuda"), help="ResNet runs only (default: auto)")
+    tune = sub.add_parser("tune", help="equal-budget Optuna search per model on the same folds (val only), then cv "
+                                       "of each model's best configuration; other options go to both trainers")
+    from common.tune.run import add_tune_arguments
+
+    add_tune_arguments(tune)
     export = sub.add_parser("export", help="a run or a cross-validation's model folder as an ONNX bundle that "
                                            "predicts without torch or TensorFlow")
     export.add_argument("run_dir", type=Path, help="a finished run directory, or cv/<name>/<model> (a fold ensemble)")
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(argv):
     parser = build_parser()
     args, passthrough = parser.parse_known_args(argv)
-    if passthrough and args.command != "cv":
+    if passthrough and args.command not in ("cv", "tune"):
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     if args.command == "explain":
         return _forward_explain(args, list(sys.argv[1:] if argv is None else argv))
@@ -102,10 +107,17 @@ def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
         from common.runs.cv import plan_from_args, run_cv
 
         root = args.cv_root / args.name
-        run_cv(root, plan_from_args(args, passthrough), parallel=args.parallel)
+        from common.runs.jobs import resources_from_args
+
+        run_cv(root, plan_from_args(args, passthrough), resources_from_args(args), address=args.ray_address)
         from common.evaluation.cv_report import build_cv_report
 
         path = build_cv_report(root, root / "report")
+        print(f"report: {path}  (and {path.with_suffix('.html')})")
+    elif args.command == "tune":
+        from common.tune.run import run_tune
+
+        path = run_tune(args, passthrough)
         print(f"report: {path}  (and {path.with_suffix('.html')})")
     elif args.command == "check-maps":
         from common.explain.checks import check_runs

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="saliency maps (NIfTI on each scan's grid, PNGs, CSV) from a trained run")
     add_explain_arguments(explain)
     add_export_arguments(sub)
+    sub.add_parser("search-space", help="this model's own search space for `python -m common tune`, as JSON")
     return parser
 
 
@@ -49,8 +50,17 @@ def main(argv=None) -> int:
 def _dispatch(argv):
     args = build_parser().parse_args(argv)
     select_backend("torch" if args.command == "export" else args.backend)  # export on torch: tf_transformer/export.py
-    commands = {"train": _train, "predict": _predict, "explain": _explain, "export": _export}
+    commands = {"train": _train, "predict": _predict, "explain": _explain, "export": _export,
+                "search-space": _search_space}
     return commands[args.command](args)
+
+
+def _search_space(args: argparse.Namespace) -> None:
+    import json
+
+    from tf_transformer.search_space import SEARCH_SPACE
+
+    print(json.dumps([p.to_dict() for p in SEARCH_SPACE]))
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                          help="auto: the GPU if there is one (default: auto)")
     add_export_arguments(sub)
+    sub.add_parser("search-space", help="this model's own search space for `python -m common tune`, as JSON")
     return parser
 
 
@@ -46,8 +47,17 @@ def main(argv=None) -> int:
 
 def _dispatch(argv):
     args = build_parser().parse_args(argv)
-    commands = {"train": _train, "predict": _predict, "explain": _explain, "export": _export}
+    commands = {"train": _train, "predict": _predict, "explain": _explain, "export": _export,
+                "search-space": _search_space}
     return commands[args.command](args)
+
+
+def _search_space(args: argparse.Namespace) -> None:
+    import json
+
+    from torch_resnet.search_space import SEARCH_SPACE
+
+    print(json.dumps([p.to_dict() for p in SEARCH_SPACE]))
 
 
 def _export(args: argparse.Namespace) -> None:

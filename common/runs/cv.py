@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from common.models import MODELS, NAMES, by_name
 from common.runs.config import RuntimeConfig
+from common.runs.jobs import Job, Resources, add_cluster_arguments, cluster, run_jobs, trainer_threads
 from common.runs.record import is_run_dir, read_record
 from common.runs.typed import from_jsonable
 
@@ -62,9 +61,7 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     parser.add_argument("--name", required=True, help="cv/<name>/ holds the runs")
     parser.add_argument("--cv-root", type=Path, default=Path("cv"))
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="runs at once; CPU threads are split between them, and GPUs given by "
-                             "CUDA_VISIBLE_DEVICES are assigned one per run (default: 1)")
+    add_cluster_arguments(parser)
     for model in MODELS:  # --resnet-args, --transformer-args
         parser.add_argument(f"--{model.name}-args", default="",
                             help=f"extra options for the {model.label} only (one quoted string)")
@@ -73,8 +70,6 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
 def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
     if args.folds < 2:
         raise ConfigError(f"--folds {args.folds}: cross-validation needs at least 2")
-    if args.parallel < 1:
-        raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
     if len(set(args.seeds)) != len(args.seeds):
         raise ConfigError(f"--seeds {args.seeds}: a seed is listed twice")
     model_args = {}
@@ -169,48 +164,22 @@ def is_finished(run_dir: Path) -> bool:
     return is_run_dir(run_dir) and read_record(run_dir).outcome is not None
 
 
-def run_cv(root: Path, plan: CVPlan, *, parallel: int = 1) -> list[Path]:
-    """Train every job not yet finished, `parallel` at a time; returns the run directories."""
+def run_cv(root: Path, plan: CVPlan, resources: Resources, *, address: str | None = None) -> list[Path]:
+    """Train every job not yet finished, as Ray tasks (common.runs.jobs); returns the run directories."""
     claim_plan(root, plan)
     jobs = plan.jobs(root)
     todo = [job for job in jobs if not is_finished(job[3])]
     print(f"cross-validation {root}: {len(jobs)} runs, {len(jobs) - len(todo)} already finished", flush=True)
-    threads = max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else 0
-    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
-    running: list[tuple[subprocess.Popen, tuple, object]] = []
-    failures = []
-    for index, job in enumerate(todo):
-        while len(running) >= parallel:
-            failures += _reap(running)
-            time.sleep(0.5)
-        model, fold, seed, run_dir = job
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-        log = (run_dir.parent / f"{run_dir.name}.log").open("a")
+    threads = trainer_threads(resources)
+    ray_jobs = []
+    for model, fold, seed, run_dir in todo:
         print(f"  {model} fold {fold} seed {seed} -> {run_dir}", flush=True)
-        process = subprocess.Popen(plan.command(model, fold, seed, run_dir, threads=threads), env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        running.append((process, job, log))
-    while running:
-        failures += _reap(running)
-        time.sleep(0.5)
+        ray_jobs.append(Job(f"{model} fold {fold} seed {seed}", tuple(plan.command(model, fold, seed, run_dir,
+                                                                                   threads=threads)),
+                            run_dir.parent / f"{run_dir.name}.log"))
+    with cluster(address):
+        failures = run_jobs(ray_jobs, resources)
     if failures:
-        lines = [f"{m} fold {f} seed {s}: exit {code}, log {d.parent / (d.name + '.log')}" for (m, f, s, d), code in
-                 failures]
-        raise ConfigError(f"{len(failures)} of {len(todo)} runs failed:\n  " + "\n  ".join(lines)
+        raise ConfigError(f"{len(failures)} of {len(todo)} runs failed:\n  " + "\n  ".join(f.line() for f in failures)
                           + "\nfix the cause and rerun the same command: finished runs are kept")
     return [job[3] for job in jobs]
-
-
-def _reap(running: list) -> list:
-    failed = []
-    for entry in list(running):
-        process, job, log = entry
-        if process.poll() is not None:
-            log.close()
-            running.remove(entry)
-            if process.returncode != 0:
-                failed.append((job, process.returncode))
-    return failed

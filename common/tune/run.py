@@ -1,0 +1,84 @@
+"""The `tune` command: its options, the studies, the tuning report, then `cv` of each model's best trial."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+from common.atomic import atomic_write_text
+from common.errors import ConfigError
+from common.models import MODELS, NAMES, by_name
+from common.runs.cv import RESERVED, CVPlan, check_plan, run_cv
+from common.runs.jobs import add_cluster_arguments, cluster, resources_from_args
+from common.tune.study import OBJECTIVES, TunePlan, best_arguments, claim_tune, make_plan, run_study
+
+
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, help="tune/<name>/ holds the studies, trial runs and reports")
+    parser.add_argument("--tune-root", type=Path, default=Path("tune"))
+    parser.add_argument("--models", nargs="+", choices=sorted(NAMES), default=sorted(NAMES))
+    parser.add_argument("--trials", type=int, default=20,
+                        help="finished (complete or pruned) trials per model: the same budget for each (default: "
+                             "20; a rerun with more continues the study)")
+    parser.add_argument("--folds", type=int, default=3, help="folds whose val sets the objective averages (default: 3)")
+    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="auc",
+                        help="the val metric the search maximises (log_loss: minimises) (default: auc)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="training seeds of the best configuration's cv; trials train with the first "
+                             "(default: 0)")
+    parser.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage URL (any SQLAlchemy URL, e.g. postgresql://...) shared by workers on "
+                             "many machines (default: sqlite in tune/<name>/study.db)")
+    add_cluster_arguments(parser)
+    for model in MODELS:  # --resnet-args, --transformer-args
+        parser.add_argument(f"--{model.name}-args", default="",
+                            help=f"fixed extra options for the {model.label} only (one quoted string)")
+
+
+def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> TunePlan:
+    if args.trials < 1:
+        raise ConfigError(f"--trials {args.trials}: must be >= 1")
+    model_args = {}
+    for model in MODELS:
+        text = getattr(args, f"{model.name}_args")
+        try:
+            model_args[model.name] = tuple(shlex.split(text))
+        except ValueError as exc:  # an unbalanced quote
+            raise ConfigError(f"--{model.name}-args '{text}': {exc}") from None
+    for option in (*passthrough, *(a for values in model_args.values() for a in values)):
+        if option.split("=")[0] in RESERVED:
+            raise ConfigError(f"{option}: set by tune itself (--folds, --seeds, --name); remove it")
+    return make_plan(args.models, args.folds, args.seeds[0], args.objective, args.sampler_seed, passthrough,
+                     model_args)
+
+
+def run_tune(args: argparse.Namespace, passthrough: list[str]) -> Path:
+    """Both studies, the tuning report, then the best configurations through cv; returns the cv report."""
+    plan = plan_from_args(args, passthrough)
+    resources = resources_from_args(args)
+    root = args.tune_root / args.name
+    check_plan(CVPlan(plan.models, plan.folds, (plan.seed,), plan.common_args, plan.model_args))
+    claim_tune(root, plan)
+    with cluster(args.ray_address):
+        studies = {}
+        for model in plan.models:
+            print(f"tune {root}: {by_name(model).label}, {args.trials} trials, {plan.folds} folds, "
+                  f"objective val {plan.objective}", flush=True)
+            studies[model] = run_study(root, plan, model, args.trials, resources, parallel=args.parallel,
+                                       storage=args.storage)
+        from common.tune.report import write_tuning_report
+
+        tuning = write_tuning_report(root, plan, studies)
+        print(f"tuning report: {tuning}")
+        # The best trial of each model through cv, with every seed: only here is test read, once.
+        best = {m: [*plan.model_args[m], *best_arguments(plan, studies[m], m)] for m in plan.models}
+        cv_plan = CVPlan(plan.models, plan.folds, tuple(args.seeds), plan.common_args, best)
+        run_cv(root / "cv", cv_plan, resources, address=args.ray_address)
+    from common.evaluation.cv_report import build_cv_report
+
+    report = build_cv_report(root / "cv", root / "cv" / "report")
+    atomic_write_text(root / "selected.json", json.dumps(best, indent=1))
+    return report

@@ -1,0 +1,187 @@
+"""`python -m common tune`: equal-budget Optuna studies whose trials run as Ray jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.errors import ConfigError
+from common.tune.space import Param
+from common.tune.study import TunePlan, claim_tune, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _plan(space=(Param("lr", "log_float", 1e-4, 3e-3),), folds=3) -> TunePlan:
+    return TunePlan(models=("resnet",), folds=folds, seed=0, objective="auc", sampler_seed=0, common_args=(),
+                    model_args={"resnet": []}, spaces={"resnet": [p.to_dict() for p in space]})
+
+
+def test_a_param_becomes_trainer_options_and_bad_spaces_are_refused():
+    assert Param("lr", "log_float", 1e-4, 1e-2).arguments(0.001) == ["--lr", "0.001"]
+    assert Param("model.drop_path", "float", 0.0, 0.3).arguments(0.1) == ["--model", "drop_path=0.1"]
+    assert Param("batch_size", "categorical", choices=(4, 8)).arguments(8) == ["--batch-size", "8"]
+    with pytest.raises(ConfigError, match="low < high"):
+        Param("lr", "log_float", 0.0, 1e-2)
+    with pytest.raises(ConfigError, match="needs choices"):
+        Param("x", "categorical")
+
+
+def test_a_changed_search_space_is_refused_by_name(tmp_path):
+    claim_tune(tmp_path, _plan())
+    claim_tune(tmp_path, _plan())  # the same settings: continues
+    with pytest.raises(ConfigError, match=r"search space of resnet, lr: log_float \[0.0001, 0.003\] -> "
+                                          r"log_float \[0.0001, 0.01\]"):
+        claim_tune(tmp_path, _plan((Param("lr", "log_float", 1e-4, 1e-2),)))
+    with pytest.raises(ConfigError, match="folds: 3 -> 2"):
+        claim_tune(tmp_path, _plan(folds=2))
+
+
+def test_searched_options_cannot_also_be_given(monkeypatch):
+    from common.tune import study
+
+    monkeypatch.setattr(study, "space_of", lambda model: (Param("lr", "log_float", 1e-4, 3e-3),))
+    with pytest.raises(ConfigError, match="--lr: searched by tune for resnet"):
+        study.make_plan(("resnet",), 3, 0, "auc", 0, ("--lr", "0.01"), {})
+
+
+def test_median_pruning_stops_a_trial_worse_than_the_median(tmp_path, monkeypatch):
+    """Trials 0 and 1 score 0.9 on every fold; trial 2 scores 0.5 on its first fold: below the median of the
+    trials before it at that fold, so it is stopped after one fold and recorded as pruned."""
+    import optuna
+
+    from common.runs.jobs import Resources
+    from common.tune import study
+
+    scripted = {0: [0.9, 0.9, 0.9], 1: [0.9, 0.9, 0.9], 2: [0.5, 0.95, 0.95]}
+    trials: list[Path] = []  # each trial's folder, in the order the trials ran
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(study, "run_jobs", lambda jobs, resources: [])  # no training: the metric is scripted
+    monkeypatch.setattr(study, "is_finished", lambda run_dir: False)
+
+    def metric(run_dir, key):
+        if run_dir.parent not in trials:
+            trials.append(run_dir.parent)
+        trial, fold = trials.index(run_dir.parent), int(run_dir.name.removeprefix("fold"))
+        calls.append((trial, fold))
+        return scripted[trial][fold]
+
+    monkeypatch.setattr(study, "fold_metric", metric)
+    claim_tune(tmp_path, _plan())
+    result = run_study(tmp_path, _plan(), "resnet", 3, Resources(cpus=1))
+    states = [t.state for t in result.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
+    assert result.trials[2].user_attrs["pruned_after_folds"] == 1 and calls[-1] == (2, 0)  # one fold, then stopped
+    assert result.best_value == pytest.approx(0.9)
+    again = run_study(tmp_path, _plan(), "resnet", 3, Resources(cpus=1))  # the budget is spent: nothing runs
+    assert len(again.trials) == 3
+
+
+def _tune_command(tmp_path, cache, *extra) -> list[str]:
+    return [sys.executable, "-m", "common", "tune", "--name", "t", "--tune-root", str(tmp_path / "tune"),
+            "--folds", "2", "--data", "demo", "--shape", "16", "16", "16", "--preset", "tiny", "--epochs", "2",
+            "--cache-dir", str(cache), "--precision", "fp32", "--workers", "1", *extra]
+
+
+def _trials(root: Path, model: str) -> list[dict]:
+    import optuna
+
+    study = optuna.load_study(study_name=model, storage=f"sqlite:///{root / 'study.db'}")
+    return [{"state": t.state.name, "params": t.params, "folder": t.user_attrs.get("folder")} for t in study.trials]
+
+
+@pytest.mark.slow
+def test_a_tiny_study_end_to_end_continues_after_a_kill(tmp_path):
+    """2 models x 2 folds x 3 trials. The first command is killed during the transformer's study; the same
+    command again finishes it: every model has 3 finished trials, each parameter set trained once."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = _tune_command(tmp_path, tmp_path / "cache", "--models", "resnet", "transformer", "--trials", "3",
+                            "--parallel", "2")
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    seen = []
+    for line in first.stdout:  # kill as soon as the transformer's first trial is reported
+        seen.append(line)
+        if line.startswith("  transformer trial"):
+            break
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert any("resnet trial" in line for line in seen), "".join(seen)[-2000:]
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    root = tmp_path / "tune" / "t"
+    for model in ("resnet", "transformer"):
+        trials = _trials(root, model)
+        finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+        assert len(finished) == 3, trials
+        params = [json.dumps(t["params"], sort_keys=True) for t in finished]
+        assert len(set(params)) == 3  # no trial twice
+        folders = {p.name for p in (root / model).glob("t-*")}
+        assert folders == {Path(t["folder"]).name for t in trials if t["folder"]}  # a retried trial kept its folder
+    tuning = (root / "tuning.md").read_text()
+    assert "## ResNet" in tuning and "## Transformer" in tuning and "Budget:" in tuning
+    assert (root / "history_resnet.png").stat().st_size > 1000
+    selected = json.loads((root / "selected.json").read_text())
+    assert set(selected) == {"resnet", "transformer"} and "--lr" in selected["resnet"]
+    report = (root / "cv" / "report" / "report.md").read_text()
+    assert "corrected resampled t-test" in report
+    changed = subprocess.run([*command[:-2], "--parallel", "1", "--transformer-args", "--warmup-epochs 0"],
+                             env=env, capture_output=True, text=True)
+    assert changed.returncode == 2 and "model_args" in changed.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tune_and_cv_on_a_two_node_ray_cluster_survive_a_stopped_node(tmp_path):
+    """`ray start --head` and a second `ray start --address ...` on this machine (one CPU each). The worker
+    node is stopped while jobs run on both: every job still ends, and no run is trained twice (a job Ray
+    runs again resumes its run directory)."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+    head = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                           "--disable-usage-stats"], env=env, capture_output=True, text=True)
+    assert head.returncode == 0, head.stderr[-2000:]
+    worker = subprocess.Popen([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--block"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(8)
+        command = _tune_command(tmp_path, tmp_path / "cache", "--models", "resnet", "--trials", "2", "--seeds", "0",
+                                "1", "--cpus-per-job", "1", "--ray-address", f"127.0.0.1:{port}")
+        command[command.index("--epochs") + 1] = "6"
+        tune = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        root = tmp_path / "tune" / "t"
+        deadline = time.monotonic() + 600
+        while len(list(root.glob("cv/resnet/fold*-seed*/history.csv"))) < 1 and time.monotonic() < deadline:
+            time.sleep(1)  # the cv of the best configuration has started on both nodes
+        worker.send_signal(signal.SIGTERM)  # stop the worker node: Ray runs its job again on the head
+        out, _ = tune.communicate(timeout=900)
+        assert tune.returncode == 0, out[-3000:]
+    finally:
+        worker.kill()
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+    from common.runs.record import read_record
+    from common.runs.rundir import read_history
+
+    runs = sorted(root.glob("cv/resnet/fold*-seed*/"))
+    assert len(runs) == 4
+    for run in runs:
+        assert read_record(run).outcome is not None
+        assert [r["epoch"] for r in read_history(run)] == list(range(1, 7))  # each epoch once: resumed, not redone
+        fresh_starts = (run.parent / f"{run.name}.log").read_text().count("resuming")
+        assert fresh_starts <= 1
