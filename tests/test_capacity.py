@@ -211,17 +211,17 @@ def test_the_script_always_finishes_and_reports_every_row(tmp_path):
 
 @pytest.mark.slow
 def test_the_gpu_benchmark_runs_end_to_end_on_a_cpu(tmp_path):
-    """`--device cpu --shape 32`: the same script and rows a GPU runs, so it cannot break unseen."""
+    """`--device cpu --shape 16`: the same script and rows a GPU runs, so it cannot break unseen."""
     out = tmp_path / "BENCHMARKS-gpu.md"
     # generous time limits: on a loaded CPU a row may take minutes, and this test is about the rows working
-    done = subprocess.run([sys.executable, "-m", "common.bench.gpu", "--device", "cpu", "--shape", "32", "--steps",
+    done = subprocess.run([sys.executable, "-m", "common.bench.gpu", "--device", "cpu", "--shape", "16", "--steps",
                            "1", "--json-dir", str(tmp_path), "--out", str(out), "--budget-s", "2400",
                            "--row-limit-s", "900"], cwd=ROOT, capture_output=True, text=True, timeout=2700)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
     failed = {k: r["error"] for k, r in rows.items() if "error" in r}
     assert not failed
-    for key in ("resnet-32-plain", "resnet-32-fast", "vit-32-flash-false", "vit-32-flash-true"):
+    for key in ("resnet-16-plain", "resnet-16-fast", "vit-16-flash-false", "vit-16-flash-true"):
         assert rows[key]["batch"] == 2 and rows[key]["samples_per_second"] > 0 and rows[key]["peak_memory_bytes"] > 0
     assert rows["plan-resnet"]["batches"]["141"]["on"] > rows["plan-resnet"]["batches"]["141"]["off"]
     assert rows["loader-32"]["steps"] > 0 and 0 <= rows["loader-32"]["data_wait_fraction"] < 1

@@ -176,3 +176,12 @@ def test_score_and_report_clis_take_their_options(two_runs, capsys):
                  "--name", "mine", "--out-root", str(root / "out")]) == 0
     page = (root / "out" / "mine" / "report.md").read_text()
     assert page.startswith("# Lab comparison") and "bootstrap 95 % CI (40 resamples)" in page
+
+
+def test_the_report_reads_in_a_browser(two_runs):
+    """Headless Chromium at 1400 x 900: images load, the verdict fits the first screen, no cell overflows."""
+    from browser import assert_readable
+
+    root, *_ = two_runs
+    md_path = build_report(find_latest_runs(root / "runs"), root / "reports" / "x", n_resamples=50)
+    assert_readable(md_path.with_suffix(".html"))

@@ -142,6 +142,44 @@ def _mean_sd(values) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
 
 
+def fold_comparison(a: CVModel, b: CVModel, plan, key: str) -> dict:
+    """B - A across folds on `key`: the corrected resampled t-test (Nadeau & Bengio 2003)."""
+    ratios = [sum(r.data.class_counts["test"].values()) / sum(r.data.class_counts["train"].values())
+              for r, _ in a.runs.values()]
+    return corrected_resampled_t_test(b.fold_means(key, plan.folds) - a.fold_means(key, plan.folds),
+                                      float(np.mean(ratios)))
+
+
+def cv_verdict_section(models: list[CVModel], plan, pooled_runs: list[Run], pooled_metrics: dict) -> list[str]:
+    """The answer first: which model is ahead in cross-validation (balanced accuracy, corrected resampled
+    t-test across folds), and what a majority-class guess and chance would score on the same samples."""
+    lines = ["## Verdict", ""]
+    if len(models) == 2:
+        a, b = models
+        test = fold_comparison(a, b, plan, "balanced_accuracy")
+        p = test["p_value"]
+        if np.isfinite(p) and p < 0.05:
+            leader, other = (b, a) if test["mean"] > 0 else (a, b)
+            head = f"**{leader.label} is ahead of {other.label}**"
+        else:
+            head = f"**{a.label} and {b.label} are not significantly different**"
+        lines += [f"{head} on balanced accuracy across the {plan.folds} folds: {b.label} − {a.label} = "
+                  f"{test['mean']:+.3f} on average (corrected resampled t-test p = {fmt(p, 3)}).", ""]
+    y = pooled_runs[0].predictions.y_true
+    k = len(pooled_runs[0].predictions.classes)
+    majority = float(np.bincount(y, minlength=k).max() / len(y)) if len(y) else float("nan")
+    lines += [f"| model (pooled out-of-fold, n = {len(y)}) | balanced accuracy (95 % CI) | mean ± sd over "
+              "folds × seeds | ROC AUC (95 % CI) |", "|---|---|---|---|"]
+    for m, r in zip(models, pooled_runs):
+        lines.append(f"| {m.label} | {with_ci(pooled_metrics[r.label]['test'], 'balanced_accuracy')} | "
+                     f"{_mean_sd([x['balanced_accuracy'] for x in m.metrics.values()])} | "
+                     f"{with_ci(pooled_metrics[r.label]['test'], 'roc_auc')} |")
+    lines += [f"| majority class / chance | {1 / k:.3f} | | 0.500 |", "",
+              f"Predicting the majority class for every sample scores accuracy {majority:.3f} and balanced accuracy "
+              f"{1 / k:.3f} (chance for {k} classes).", ""]
+    return lines
+
+
 def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cross-validation",
                     n_resamples: int = 1000) -> Path:
     roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
@@ -155,7 +193,7 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
     calibration = {r.label: reliability_bins(r.predictions.y_true, r.predictions.probabilities) for r in pooled_runs}
     figures = write_figures(out_dir, pooled_runs, pooled_metrics, calibration)
     first_record = next(iter(models[0].runs.values()))[0]
-    parts = [f"# {title}", "",
+    parts = [f"# {title}", "", *cv_verdict_section(models, plan, pooled_runs, pooled_metrics),
              f"{plan.folds}-fold cross-validation (subject-grouped, stratified; in each fold the test fold is held "
              f"out and val is carved from the rest), seeds {list(plan.seeds)}, models "
              f"{', '.join(m.label for m in models)}: {len(models) * plan.folds * len(plan.seeds)} runs under "
@@ -167,7 +205,7 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
                    f"`{' '.join(root_plan.common_args) or '(defaults)'}`"
                    + "".join(f"; {by_name(m).label} only: `{' '.join(a)}`" for m, a in root_plan.model_args.items()
                              if a)), ""]
-    parts += [data_section(pooled_runs).replace(f"split hash `{first_record.data.split_hash}` "
+    parts += [data_section(pooled_runs, out_dir).replace(f"split hash `{first_record.data.split_hash}` "
                                                 f"({first_record.data.split_method})", "one split per fold"), ""]
     parts += ["## Per fold and seed (test)", "",
               "| model | fold | seed | " + " | ".join(t for _, t in SUMMARY_METRICS) + " | n test |",
@@ -199,11 +237,8 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
     if len(models) == 2:
         parts += ["", "## Is the difference real?", ""]
         a, b = models
-        ratios = [sum(r.data.class_counts["test"].values()) / sum(r.data.class_counts["train"].values())
-                  for r, _ in a.runs.values()]
         for key, name in (("balanced_accuracy", "balanced accuracy"), ("roc_auc", "ROC AUC")):
-            test = corrected_resampled_t_test(b.fold_means(key, plan.folds) - a.fold_means(key, plan.folds),
-                                              float(np.mean(ratios)))
+            test = fold_comparison(a, b, plan, key)
             verdict = ("significant at 0.05" if test["p_value"] < 0.05 else "not significant") \
                 if np.isfinite(test["p_value"]) else "undefined (no variation across folds)"
             parts.append(f"- Across the {plan.folds} folds, {b.label}'s {name} is "

@@ -136,11 +136,22 @@ def _aligned(run: Run, order: list[str]) -> Predictions:
     return test.take(np.array([position[s] for s in order]))
 
 
-def data_section(runs: list[Run]) -> str:
+def shown_location(data, out_dir: Path | None) -> str:
+    """Where the data came from without any machine's absolute path: the demo by name, an absolute path
+    relative to the report (as typed when it was relative: it was relative to where the run started)."""
+    if data.source == "demo":
+        return "the synthetic demo (generated into the cache)"
+    location = Path(data.location)
+    if location.is_absolute() and out_dir is not None:
+        return f"`{os.path.relpath(location, Path(out_dir).resolve())}` (relative to this report)"
+    return f"`{location.name if location.is_absolute() else location}`"
+
+
+def data_section(runs: list[Run], out_dir: Path | None = None) -> str:
     data = runs[0].record.data
     pre = data.preprocess
     lines = ["## Data", ""]
-    lines.append(f"- source: {data.source} `{data.location}`; label column `{data.label_column}`; classes "
+    lines.append(f"- source: {data.source} {shown_location(data, out_dir)}; label column `{data.label_column}`; classes "
                  f"{', '.join(data.classes)}")
     lines.append(f"- target shape {pre.shape}, resize `{pre.resize}`, normalisation `{pre.normalize}`; data "
                  f"(content hash) `{data_identity(data)}`, split hash `{data.split_hash}` ({data.split_method})")
@@ -380,7 +391,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
     comparisons = {other.label: paired_comparison(runs[0], other, n_resamples=n_resamples) for other in runs[1:]}
     parts = [f"# {title}", "", verdict_section(runs, metrics, comparisons), "",
              "Runs (relative to this report): " + ", ".join(f"{r.label} `{r.path}`" for r in runs),
-             "", data_section(runs), "",
+             "", data_section(runs, out_dir), "",
              metrics_section(runs, metrics, n_resamples=n_resamples), ""]
     if len(runs) >= 2:
         parts += ["## Is the difference real?", "", "Paired on the same test samples; selection was on val only.", ""]
