@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Training / report options, e.g. make train-resnet ARGS="--data ../shared/data/medmnist/adrenalmnist3d.npz --shape 28 28 28"
 ARGS ?=
 
-.PHONY: setup test test-fast lint train-resnet train-vit report cv explain export bench bench-quick bench-gpu prepare clean
+.PHONY: setup test test-fast lint train-resnet train-vit report cv tune explain export bench bench-quick bench-gpu prepare clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ report: setup
 
 cv: setup
 	$(PY) -m common cv $(ARGS)
+
+# Equal-budget Optuna studies of both models, then cv of each best, e.g. make tune ARGS="--name demo --trials 4 ..."
+tune: setup
+	$(PY) -m common tune $(ARGS)
 
 # Saliency maps of a trained run (either model), e.g. make explain ARGS="--run-dir runs/resnet-... --split test"
 explain: setup

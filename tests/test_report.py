@@ -185,3 +185,30 @@ def test_the_report_reads_in_a_browser(two_runs):
     root, *_ = two_runs
     md_path = build_report(find_latest_runs(root / "runs"), root / "reports" / "x", n_resamples=50)
     assert_readable(md_path.with_suffix(".html"))
+
+
+def test_summary_follows_its_json_schema_and_marks_the_selected(two_runs):
+    import json
+    from pathlib import Path
+
+    from common.evaluation.summary import mark_selected, summarise, validate
+
+    root, *_ = two_runs
+    summary = mark_selected(summarise([root / "runs" / "vit-1", root / "runs" / "resnet-1"], n_resamples=20),
+                            ["resnet-1"])
+    validate(summary)
+    assert {label: e["selected"] for label, e in summary["models"].items()} == {"Transformer": False, "ResNet": True}
+    with pytest.raises(DataError, match="--selected nothing: no such entry"):
+        mark_selected(summary, ["nothing"])
+    del summary["models"]["ResNet"]["training"]
+    with pytest.raises(DataError, match="at models/ResNet: 'training' is a required property"):
+        validate(summary)
+    # The committed summaries: every one in the current schema validates; older ones are listed here.
+    legacy = {"adrenalmnist3d", "ixi_age_cv", "ixi_age_t1_linear"}  # schema 1: written before model_config/selected
+    results = Path(__file__).resolve().parents[1] / "results"
+    for path in sorted(results.glob("*/summary.json")) + sorted(results.glob("*/*/summary.json")):
+        committed = json.loads(path.read_text())
+        if path.parent.name in legacy:
+            assert committed["schema"] == "volume-classifiers/summary/1", path
+        else:
+            validate(committed, origin=str(path))

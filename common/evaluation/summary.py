@@ -2,7 +2,9 @@
 
     python -m common.evaluation.summary RUN_DIR... | CV_FOLDER... --out results/<dataset>/summary.json
 
-Per model configuration: its package, preset, model config and training options (all but the seed),
+The schema is summary.schema.json (JSON Schema), checked before the file is written. Per model
+configuration: its package, preset, model config and training options (all but the seed), whether the
+folder's selection on val chose it (`selected`, from --selected),
 every run's test metrics (fold, seed, accuracy, balanced accuracy, ROC AUC with bootstrap 95 % CIs), their
 mean and sd, and for a cross-validation its folder and the pooled out-of-fold metrics (an entry named
 after its model, plus its folder's name when the model is in several folders). Runs are grouped by that whole
@@ -33,7 +35,8 @@ from common.runs.record import data_identity, read_record
 from common.runs.rundir import read_predictions
 from common.runs.typed import to_jsonable
 
-SCHEMA = "volume-classifiers/summary/1"
+SCHEMA = "volume-classifiers/summary/2"  # common/evaluation/summary.schema.json
+SCHEMA_FILE = Path(__file__).with_name("summary.schema.json")
 METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 
 
@@ -72,6 +75,32 @@ def _label(entry: dict, entries) -> str:
     return f"{label} {entry['preset']} {entry['configuration_id']}"
 
 
+def validate(summary: dict, *, origin: str = "summary.json") -> None:
+    """Refuse a summary that does not follow summary.schema.json, naming the first field that does not."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(summary), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "(top)"
+        raise DataError(f"{origin}: does not follow {SCHEMA_FILE.name} at {where}: {errors[0].message}")
+
+
+def mark_selected(summary: dict, selected: list[str]) -> dict:
+    """`selected: true` on the entries named (by label, by cv folder name or by a run directory's name):
+    the configurations the folder's selection on val chose; every other entry false."""
+    wanted, found = set(selected), set()
+    for label, entry in summary["models"].items():
+        names = {label, Path(entry.get("cv_folder", "")).name} | {Path(r["run_dir"]).name for r in entry["runs"]}
+        hits = names & wanted
+        entry["selected"] = bool(hits)
+        found |= hits
+    missing = sorted(wanted - found)
+    if missing:
+        raise DataError(f"--selected {', '.join(missing)}: no such entry (entries: {', '.join(summary['models'])})")
+    return summary
+
+
 def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
     from common.evaluation.cv_report import cv_folders_among, load_cv_models
 
@@ -87,8 +116,9 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
             runs = [{"fold": fold, "seed": seed, "run_dir": str(plan.run_dir(cv.root, cv.name, fold, seed)),
                      "test": _test_metrics(pred, n_resamples)} for (fold, seed), (_, pred) in sorted(cv.runs.items())]
             mean, sd = _aggregate(runs)
-            models[cv.label] = {"package": record.model, "preset": record.preset, "cv_folder": str(cv.root),
-                                "runs": runs, "mean": mean, "sd": sd,
+            training = {k: v for k, v in to_jsonable(record.training).items() if k != "seed"}
+            models[cv.label] = {"package": record.model, "preset": record.preset, "model_config": record.model_config,
+                                "training": training, "cv_folder": str(cv.root), "runs": runs, "mean": mean, "sd": sd,
                                 "pooled_out_of_fold": _test_metrics(cv.pooled, n_resamples)}
     else:
         protocol = "single split"
@@ -116,6 +146,8 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
             models[_label(entry, groups.values())] = entry
     if dataset is None:
         raise DataError("no runs to summarise")
+    for entry in models.values():
+        entry.setdefault("selected", False)  # mark_selected names the chosen ones
     return {"schema": SCHEMA, "protocol": protocol,
             "dataset": {"source": dataset.source, "location": dataset.location, "name": dataset.name,
                         "classes": list(dataset.classes), "shape": list(dataset.preprocess.shape),
@@ -129,9 +161,12 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, or cv/<name> folders (same folds, seeds and data)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--selected", nargs="+", default=[],
+                        help="the entries the selection on val chose (entry label, cv folder or run directory name)")
     args = parser.parse_args(argv)
     try:
-        summary = summarise(args.paths, n_resamples=args.bootstrap)
+        summary = mark_selected(summarise(args.paths, n_resamples=args.bootstrap), args.selected)
+        validate(summary, origin=str(args.out))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -40,7 +40,8 @@ case ${1:-} in
   compare)  # compare VIT RESNET: the selected configurations in one report -> selected/, and summary.json
     $PY -m common report "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
       --name selected --title "IXI age group, 64^3, 5-fold CV: the selected transformer ($2) and ResNet ($3)"
-    $PY -m common.evaluation.summary runs/cv64/ixi_age_cv64-* --out results/ixi_age_cv64/summary.json ;;
+    $PY -m common.evaluation.summary runs/cv64/ixi_age_cv64-* --out results/ixi_age_cv64/summary.json \
+      --selected "ixi_age_cv64-$2" "ixi_age_cv64-$3" ;;
   interim)  # interim VIT RESNET: two finished configurations in one report -> first/ (before the selection)
     $PY -m common report "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
       --name first --title "IXI age group, 64^3, 5-fold CV: the first configurations ($2, $3)"
