@@ -212,3 +212,15 @@ def test_summary_follows_its_json_schema_and_marks_the_selected(two_runs):
             assert committed["schema"] == "volume-classifiers/summary/1", path
         else:
             validate(committed, origin=str(path))
+
+
+def test_each_model_keeps_one_style_in_every_figure():
+    from common.evaluation.plots import model_style
+
+    labels = ["Transformer", "ResNet (a)", "ResNet (b)", "Other"]
+    vit, resnet_a, resnet_b = (model_style(label, labels) for label in labels[:3])
+    assert vit["color"] != resnet_a["color"] and vit["linestyle"] != resnet_a["linestyle"]
+    assert (resnet_a["color"], resnet_a["linestyle"]) == (resnet_b["color"], resnet_b["linestyle"])
+    assert resnet_a["marker"] != resnet_b["marker"]  # two configurations of one model: same colour, other marker
+    assert model_style("Transformer") == model_style("Transformer", labels)  # the same in every figure
+    assert model_style("Other", labels)["color"] not in (vit["color"], resnet_a["color"])

@@ -191,7 +191,8 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
     from common.evaluation.stats import reliability_bins
 
     calibration = {r.label: reliability_bins(r.predictions.y_true, r.predictions.probabilities) for r in pooled_runs}
-    figures = write_figures(out_dir, pooled_runs, pooled_metrics, calibration)
+    folds = {m.label: [(pred.y_true, pred.probabilities) for _, (_, pred) in sorted(m.runs.items())] for m in models}
+    figures = write_figures(out_dir, pooled_runs, pooled_metrics, calibration, folds=folds)
     first_record = next(iter(models[0].runs.values()))[0]
     parts = [f"# {title}", "", *cv_verdict_section(models, plan, pooled_runs, pooled_metrics),
              f"{plan.folds}-fold cross-validation (subject-grouped, stratified; in each fold the test fold is held "
@@ -248,7 +249,7 @@ def build_cv_report(roots: Path | list[Path], out_dir: Path, *, title: str = "Cr
                          f"p = {fmt(test['p_value'], 3)}: {verdict}.")
         parts += [f"- On the pooled out-of-fold predictions: {s}" for s in
                   comparison_sentences(pooled_runs[0], pooled_runs[1], n_resamples=n_resamples)]
-    parts += ["", "## Figures (pooled out-of-fold predictions)", ""]
+    parts += ["", "## Figures (pooled out-of-fold predictions; ROC: each fold × seed as a thin line)", ""]
     for caption, path in figures.items():
         parts += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
     text = "\n".join(parts) + "\n"

@@ -345,7 +345,10 @@ def _duration(seconds) -> str | None:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
-def write_figures(folder: Path, runs: list[Run], metrics: dict, calibration: dict[str, dict]) -> dict[str, Path]:
+def write_figures(folder: Path, runs: list[Run], metrics: dict, calibration: dict[str, dict], *,
+                  folds: dict[str, list] | None = None) -> dict[str, Path]:
+    """The report's figures; `folds` (a cross-validation): label -> per-fold (y_true, probabilities), drawn
+    as thin ROC curves under the pooled one."""
     from common.evaluation.plots import (
         save_confusion_matrices,
         save_reliability_diagram,
@@ -360,7 +363,7 @@ def write_figures(folder: Path, runs: list[Run], metrics: dict, calibration: dic
             classes),
         "ROC curves (test)": save_roc_curves(
             folder / "roc_test.png", {r.label: (r.split("test").y_true, r.split("test").probabilities) for r in runs},
-            classes),
+            classes, folds=folds),
         "Reliability diagram (test)": save_reliability_diagram(
             folder / "reliability_test.png",
             calibration),
