@@ -377,3 +377,26 @@ def test_check_maps_refuses_an_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "checks.md").write_text("mine")
     assert main(["check-maps", str(tmp_path), "--out", str(tmp_path / "checks.md")]) == 2
     assert "checks.md: is a file" in capsys.readouterr().err and (tmp_path / "checks.md").read_text() == "mine"
+
+
+def test_figures_outline_a_known_lesion_and_show_the_scale(tmp_path):
+    """The lesion's outline is drawn (cyan pixels appear only with a mask), beside a colour bar."""
+    import matplotlib.image as mpimg
+
+    from common.explain.figures import slice_figure
+
+    rng = np.random.default_rng(0)
+    scan = rng.normal(0, 0.1, (16, 16, 16)).astype(np.float32)
+    saliency = np.zeros_like(scan)
+    saliency[6:10, 6:10, 6:10] = 1.0
+    lesion = np.zeros(scan.shape, bool)
+    lesion[5:11, 5:11, 5:11] = True
+    slice_figure(scan, saliency, (1.0, 1.0, 1.0), "plain", tmp_path / "plain.png")
+    slice_figure(scan, saliency, (1.0, 1.0, 1.0), "outlined", tmp_path / "outlined.png", lesion=lesion)
+
+    def cyan_pixels(path):
+        rgb = mpimg.imread(path)[..., :3]
+        return int(((rgb[..., 0] < 0.2) & (rgb[..., 1] > 0.8) & (rgb[..., 2] > 0.8)).sum())
+
+    assert cyan_pixels(tmp_path / "plain.png") == 0 and cyan_pixels(tmp_path / "outlined.png") > 50
+    assert mpimg.imread(tmp_path / "plain.png").shape[1] >= 1100  # readable: 12 in at 100 dpi

@@ -128,7 +128,8 @@ def test_report_shows_the_same_saliency_cases_for_every_run(two_runs):
     md_path = build_report(runs, root / "reports" / "after", n_resamples=50)
     text = md_path.read_text()
     section = text.split("## What the models look at")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    cases = section.split("\n### ")[1:]  # one sub-section per case, its figures one below the other
+    rows = [case.splitlines()[0] for case in cases]
     # per class: one case both runs get right, one some run gets wrong (both exist with these skills)
     assert [row.split("(")[1].split(")")[0] for row in rows] == [
         "neg, all right", "neg, some wrong", "pos, all right", "pos, some wrong"]
@@ -138,9 +139,12 @@ def test_report_shows_the_same_saliency_cases_for_every_run(two_runs):
         truth = CLASSES[test.y_true[test.sample_ids.index(sample)]]
         right = [CLASSES[p.y_pred[p.sample_ids.index(sample)]] == truth for p in predictions]
         assert all(right) == ("all right" in row)
-    assert row.count("![") == 2  # one image per run (one method each)
+    assert all(case.count("![") == 2 for case in cases)  # one image per run (one method each)
     html = md_path.with_suffix(".html").read_text()
     assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) == 4 + 2 * len(rows)
+    from browser import assert_readable
+
+    assert assert_readable(md_path.with_suffix(".html"))["images"] == 4 + 2 * len(rows)
 
 
 def test_the_verdict_comes_first_with_the_majority_baseline(tmp_path):

@@ -419,7 +419,13 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, title: str = "Model com
 
 HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5;padding:1px 3px}.warning{color:#c00}"""
+th{background:#f3f3f3}img{max-width:100%;cursor:zoom-in}code{background:#f5f5f5;padding:1px 3px}.warning{color:#c00}
+img.zoom{position:fixed;inset:0;margin:auto;max-width:96vw;max-height:96vh;z-index:10;background:#fff;
+box-shadow:0 0 0 100vmax rgba(0,0,0,.6);cursor:zoom-out}"""
+# Click a figure to see it at the screen's size; click again (or Escape) to put it back.
+HTML_SCRIPT = ("document.addEventListener('click',e=>{if(e.target.tagName==='IMG')e.target.classList.toggle('zoom')});"
+               "document.addEventListener('keydown',e=>{if(e.key==='Escape')document.querySelectorAll('img.zoom')"
+               ".forEach(i=>i.classList.remove('zoom'))});")
 
 
 def to_html(markdown_text: str, folder: Path, title: str) -> str:
@@ -444,4 +450,4 @@ def to_html(markdown_text: str, folder: Path, title: str) -> str:
 
     body = re.sub(r'src="([^"/:]+\.png)"', embed, body)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{HTML_STYLE}</style></head><body>{body}</body></html>")
+            f"<style>{HTML_STYLE}</style></head><body>{body}<script>{HTML_SCRIPT}</script></body></html>")

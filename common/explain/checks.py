@@ -136,7 +136,7 @@ def check_runs(run_dirs: list[Path], *, lesions: Path | None, out: Path) -> Path
     rows = []
     for run_dir in run_dirs:
         record = read_record(run_dir)
-        masks = _masks_for(record, lesions)
+        masks = lesion_masks(record, lesions)
         for method in METHODS:
             trained, randomised = Path(run_dir) / "explain" / method, Path(run_dir) / "explain" / f"{method}-random"
             if not (trained / SETTINGS).is_file():
@@ -161,7 +161,8 @@ def check_runs(run_dirs: list[Path], *, lesions: Path | None, out: Path) -> Path
     return out / "checks.md"
 
 
-def _masks_for(record, lesions: Path | None) -> dict[str, Path]:
+def lesion_masks(record, lesions: Path | None) -> dict[str, Path]:
+    """sample id -> mask file: from `lesions` (a CSV), else the demo's own planted lesions, else none."""
     if lesions is not None:
         return read_masks(lesions)
     if record.data.source == "demo":

@@ -55,15 +55,14 @@ def saliency_section(runs, out_dir: Path) -> list[str]:
         return lines + ["The runs' saliency maps cover no test case in common.", ""]
     lines += ["Saliency maps for the same test cases (three planes through each map's peak; brighter = more evidence "
               "for the mapped class, which is the model's prediction unless `--target` chose one). "
-              "Maps: `<run>/explain/<method>/maps/*.nii.gz`, on each scan's own grid.", "",
-              "| case | " + " | ".join(f"{run.label} {method}" for run, method in columns) + " |",
-              "|---" * (len(columns) + 1) + "|"]
+              "Maps: `<run>/explain/<method>/maps/*.nii.gz`, on each scan's own grid. Click a figure to enlarge it.",
+              ""]
     for sample_id, why in cases:
-        cells = []
+        lines += [f"### `{sample_id}` ({why})", ""]
         for run, method in columns:
             row = tables[run.label][method][sample_id]
             name = f"saliency-{file_stem(run.label)}-{method}-{file_stem(sample_id)}.png"
             shutil.copyfile(Path(run.path) / "explain" / method / row["figure"], Path(out_dir) / name)
-            cells.append(f"predicted {row['y_pred']}, map of {row['target']}: ![{sample_id}]({name})")
-        lines.append(f"| `{sample_id}` ({why}) | " + " | ".join(cells) + " |")
-    return lines + [""]
+            lines += [f"**{run.label}, {method}** — predicted {row['y_pred']}, map of {row['target']}:", "",
+                      f"![{run.label} {method} {sample_id}]({name})", ""]
+    return lines

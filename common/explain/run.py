@@ -85,9 +85,10 @@ def file_stem(sample_id: str) -> str:
 
 
 def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainConfig, out: Path, *,
-                run_dir: Path, progress: bool = True) -> Path:
+                run_dir: Path, progress: bool = True, lesions: dict[str, Path] | None = None) -> Path:
     """Write out/{maps/<id>.nii.gz, figures/<id>.png, saliency.csv, explain.json}; all or nothing: built in a
-    temporary folder beside `out`, then swapped in."""
+    temporary folder beside `out`, then swapped in. `lesions` (sample id -> mask on the scan's grid): their
+    outline is drawn on the figures."""
     check_out(Path(out))
     volumes = np.stack([item.volume for item in items])
     probabilities = predict_all(volumes, hooks, config.batch_size)
@@ -100,7 +101,8 @@ def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainCon
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        rows = [_write_one(tmp, item, model_map, int(target), probabilities[n], hooks.classes)
+        rows = [_write_one(tmp, item, model_map, int(target), probabilities[n], hooks.classes,
+                           lesion=(lesions or {}).get(item.sample_id))
                 for n, (item, model_map, target) in enumerate(zip(items, maps, targets))]
         _write_table(tmp / TABLE, rows)
         settings = {"model": hooks.model, "run_dir": str(run_dir), "method": config.method,
@@ -120,7 +122,7 @@ def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainCon
 
 
 def _write_one(folder: Path, item: ExplainInput, model_map: np.ndarray, target: int, probabilities: np.ndarray,
-               classes: Sequence[str]) -> dict:
+               classes: Sequence[str], *, lesion: Path | None = None) -> dict:
     stem = file_stem(item.sample_id)
     scan_map = to_scan_grid(model_map, item.geometry)
     (folder / "maps").mkdir(exist_ok=True)
@@ -129,8 +131,15 @@ def _write_one(folder: Path, item: ExplainInput, model_map: np.ndarray, target: 
     predicted = classes[int(probabilities.argmax())]
     title = (f"{item.sample_id}: map for '{classes[target]}' (p={probabilities[target]:.2f}), predicted "
              f"'{predicted}'" + (f", true '{item.y_true}'" if item.y_true else ""))
+    mask = None
+    if lesion is not None:
+        from common.data.preprocess import load_nifti
+
+        mask = load_nifti(lesion)[0] > 0.5
+        if mask.shape != item.scan.shape:
+            mask = None  # a mask of another grid: no outline rather than a wrong one
     slice_figure(item.scan, to_canonical_grid(model_map, item.geometry), item.zooms, title,
-                 folder / "figures" / f"{stem}.png")
+                 folder / "figures" / f"{stem}.png", lesion=mask)
     voxel = peak_voxel(scan_map)
     world = item.geometry.world(voxel)
     return {"sample_id": item.sample_id, "y_true": item.y_true or "", "y_pred": predicted, "target": classes[target],
