@@ -153,12 +153,14 @@ def test_tune_and_cv_on_a_two_node_ray_cluster_survive_a_stopped_node(tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
-    head = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                           "--disable-usage-stats"], env=env, capture_output=True, text=True)
-    assert head.returncode == 0, head.stderr[-2000:]
+    # Both nodes in the foreground (--block) and in their own sessions, so that stopping them stops only
+    # them (`ray stop` would stop every Ray process of the machine, other tests' local clusters too).
+    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                             "--disable-usage-stats", "--block"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(8)
     worker = subprocess.Popen([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--block"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         time.sleep(8)
         command = _tune_command(tmp_path, tmp_path / "cache", "--models", "resnet", "--trials", "2", "--seeds", "0",
@@ -173,8 +175,13 @@ def test_tune_and_cv_on_a_two_node_ray_cluster_survive_a_stopped_node(tmp_path):
         out, _ = tune.communicate(timeout=900)
         assert tune.returncode == 0, out[-3000:]
     finally:
-        worker.kill()
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        for node in (worker, head):
+            node.terminate()
+        for node in (worker, head):
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
     from common.runs.record import read_record
     from common.runs.rundir import read_history
 
