@@ -115,10 +115,11 @@ def _connect(ray, address: str | None, *, quiet: bool = True) -> None:
     try:
         if address:
             ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
-    except ConnectionError as exc:
-        raise ConfigError(f"Ray cluster at {address}: cannot connect ({exc})") from None
+        else:  # "local": a new cluster of this process, never one that `ray start` left running here
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise ConfigError(f"{where}: cannot connect ({str(exc).splitlines()[0][:300]})") from None
 
 
 def run_jobs(jobs: list[Job], resources: Resources, *, env: dict[str, str] | None = None,
