@@ -23,11 +23,16 @@ setup: $(VENV)/.installed
 lint: setup
 	$(VENV)/bin/ruff check common torch_resnet tf_transformer tests
 
+# Tests in parallel processes (pytest-xdist): most of a test's time is a child process starting TensorFlow or
+# torch, or a tiny training, so two workers overlap them even on two cores. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal)
+
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 prepare: setup
 	$(PY) -m common prepare $(ARGS)

@@ -133,7 +133,7 @@ def test_a_tiny_study_end_to_end_continues_after_a_kill(tmp_path):
     assert set(selected) == {"resnet", "transformer"} and "--lr" in selected["resnet"]
     report = (root / "cv" / "report" / "report.md").read_text()
     assert "corrected resampled t-test" in report
-    changed = subprocess.run([*command[:-2], "--parallel", "1", "--transformer-args", "--warmup-epochs 0"],
+    changed = subprocess.run([*command[:-2], "--parallel", "1", "--transformer-args", "--grad-clip 1"],
                              env=env, capture_output=True, text=True)
     assert changed.returncode == 2 and "model_args" in changed.stderr
 
