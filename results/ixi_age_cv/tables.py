@@ -54,7 +54,8 @@ def main(cv_root: Path, prefix: str = "ixi_age_cv") -> None:
         if not entries:
             continue
         selected = min(entries, key=selection_key)
-        print(f"## {TITLES[model]}: the {len(entries)} configurations tuned (5-fold CV, seed 0; selected on the "
+        folds = len(entries[0][1])
+        print(f"## {TITLES[model]}: the {len(entries)} configurations tuned ({folds}-fold CV, seed 0; selected on the "
               "mean val AUC, a tie on val loss)\n")
         print("| configuration | val AUC | val bal. acc | val loss | test bal. acc (mean ± sd) | test AUC (mean ± sd) "
               "| train min / fold |\n|---|---|---|---|---|---|---|")
