@@ -228,3 +228,21 @@ def test_each_model_keeps_one_style_in_every_figure():
     assert resnet_a["marker"] != resnet_b["marker"]  # two configurations of one model: same colour, other marker
     assert model_style("Transformer") == model_style("Transformer", labels)  # the same in every figure
     assert model_style("Other", labels)["color"] not in (vit["color"], resnet_a["color"])
+
+
+def test_no_committed_report_shows_a_machine_path():
+    """Committed reports and results name data relative to the report or by name, never /home/... or /tmp/..."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    # Made before reports relativised paths; its runs (and ~25 CPU-minutes of occlusion maps) are not here.
+    known = {"results/explain_demo/report.md"}
+    pattern = re.compile(r"(?<![\w.])/(?:home|tmp|root|work|Users|mnt|scratch|var/folders)/")
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "results", "reports"], cwd=root, capture_output=True, text=True)
+    files = ([root / line for line in listed.stdout.splitlines()] if listed.returncode == 0
+             else [p for folder in ("results", "reports") for p in (root / folder).rglob("*")])  # committed files
+    offenders = [str(p.relative_to(root)) for p in files if p.suffix in (".md", ".json", ".csv", ".txt", ".html")
+                 and p.is_file() and pattern.search(p.read_text(errors="replace"))]
+    assert sorted(set(offenders) - known) == []

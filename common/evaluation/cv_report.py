@@ -175,6 +175,9 @@ def cv_verdict_section(models: list[CVModel], plan, pooled_runs: list[Run], pool
                      f"{_mean_sd([x['balanced_accuracy'] for x in m.metrics.values()])} | "
                      f"{with_ci(pooled_metrics[r.label]['test'], 'roc_auc')} |")
     lines += [f"| majority class / chance | {1 / k:.3f} | | 0.500 |", "",
+              "Recall per class (pooled out-of-fold): " + "; ".join(
+                  f"{r.label} " + ", ".join(f"{c} {pooled_metrics[r.label]['test']['per_class'][c]['recall']:.2f}"
+                                            for c in r.predictions.classes) for r in pooled_runs) + ".", "",
               f"Predicting the majority class for every sample scores accuracy {majority:.3f} and balanced accuracy "
               f"{1 / k:.3f} (chance for {k} classes).", ""]
     return lines
