@@ -84,6 +84,7 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     report = (root / "report" / "report.md").read_text()
     assert "corrected resampled t-test" in report and "Pooled out-of-fold" in report
     assert report.split("\n## ")[1].startswith("Verdict") and "majority class / chance | 0.500" in report
+    assert "Recall per class (pooled out-of-fold): ResNet " in report
     from browser import assert_readable
 
     assert_readable(root / "report" / "report.html")  # in Chromium: the verdict on the first screen
