@@ -143,15 +143,15 @@ def shown_location(data, out_dir: Path | None) -> str:
         return "the synthetic demo (generated into the cache)"
     location = Path(data.location)
     if location.is_absolute() and out_dir is not None:
-        return f"`{os.path.relpath(location, Path(out_dir).resolve())}` (relative to this report)"
-    return f"`{location.name if location.is_absolute() else location}`"
+        return f"{data.source} `{os.path.relpath(location, Path(out_dir).resolve())}` (relative to this report)"
+    return f"{data.source} `{location.name if location.is_absolute() else location}`"
 
 
 def data_section(runs: list[Run], out_dir: Path | None = None) -> str:
     data = runs[0].record.data
     pre = data.preprocess
     lines = ["## Data", ""]
-    lines.append(f"- source: {data.source} {shown_location(data, out_dir)}; label column `{data.label_column}`; classes "
+    lines.append(f"- source: {shown_location(data, out_dir)}; label column `{data.label_column}`; classes "
                  f"{', '.join(data.classes)}")
     lines.append(f"- target shape {pre.shape}, resize `{pre.resize}`, normalisation `{pre.normalize}`; data "
                  f"(content hash) `{data_identity(data)}`, split hash `{data.split_hash}` ({data.split_method})")
