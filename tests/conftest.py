@@ -12,6 +12,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    # `make test` runs one worker per core (pytest-xdist): each worker, and every process it starts, computes
+    # on one thread, so two workers do not oversubscribe the cores (OpenMP threads spin while they wait).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -260,7 +260,10 @@ def test_report_html_shows_hostile_labels_and_titles_as_text(tmp_path):
     run = _run(tmp_path / "a", model="tf_transformer", classes=(hostile, "<script>alert(1)</script>"))
     build_report([run], tmp_path / "out", n_resamples=20, title="<script>alert('title')</script>")
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "<script>" not in page and "onerror=alert" not in page.replace("&lt;img src=x onerror=alert", "")
+    from common.evaluation.report import HTML_SCRIPT
+
+    assert page.count("<script>") == 1 and f"<script>{HTML_SCRIPT}</script>" in page  # only the report's own
+    assert "onerror=alert" not in page.replace("&lt;img src=x onerror=alert", "")
     assert "&lt;img src=x onerror=alert(document.domain)&gt;" in page
     assert "<title>&lt;script&gt;alert(&#x27;title&#x27;)&lt;/script&gt;</title>" in page
 

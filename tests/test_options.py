@@ -125,6 +125,14 @@ OPTION_TESTS = {
     "--cv-root": "test_cv.py::test_cross_validation_end_to_end",
     "--lesions": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",
     "--bundle": "test_export.py::test_a_bundle_predicts_as_the_run_does_without_torch_or_tensorflow",
+    "--tune-root": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
+    "--trials": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
+    "--objective": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
+    "--sampler-seed": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
+    "--storage": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
+    "--cpus-per-job": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
+    "--gpus-per-job": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
+    "--ray-address": "test_tune.py::test_tune_and_cv_on_a_two_node_ray_cluster_survive_a_stopped_node",
 }
 
 

@@ -163,7 +163,7 @@ def test_tune_and_cv_on_a_two_node_ray_cluster_survive_a_stopped_node(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         time.sleep(8)
-        command = _tune_command(tmp_path, tmp_path / "cache", "--models", "resnet", "--trials", "2", "--seeds", "0",
+        command = _tune_command(tmp_path, tmp_path / "cache", "--models", "resnet", "--trials", "1", "--seeds", "0",
                                 "1", "--cpus-per-job", "1", "--ray-address", f"127.0.0.1:{port}")
         command[command.index("--epochs") + 1] = "6"
         tune = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -197,3 +197,33 @@ def test_tune_and_cv_on_a_two_node_ray_cluster_survive_a_stopped_node(tmp_path):
         assert [r["epoch"] for r in read_history(run)] == list(range(1, 7))  # each epoch once: resumed, not redone
         starts += (run.parent / f"{run.name}.log").read_text().count("(fp32: --precision fp32 given")
     assert starts == 5  # four jobs, one of them run again after its node died
+
+
+def test_tune_options_reach_the_plan_and_the_study(tmp_path, monkeypatch):
+    """--trials/--objective/--sampler-seed/--tune-root/--storage and the job resources, parsed by the real CLI."""
+    import optuna
+
+    from common.cli import build_parser
+    from common.runs.jobs import resources_from_args
+    from common.tune import study
+    from common.tune.run import plan_from_args
+
+    monkeypatch.setattr(study, "space_of", lambda model: (Param("lr", "log_float", 1e-4, 3e-3),))
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    args, passthrough = build_parser().parse_known_args([
+        "tune", "--name", "x", "--tune-root", str(tmp_path / "studies"), "--models", "resnet", "--trials", "2",
+        "--objective", "log_loss", "--sampler-seed", "7", "--storage", storage, "--folds", "2",
+        "--cpus-per-job", "1.5", "--gpus-per-job", "0.5", "--data", "demo"])
+    plan = plan_from_args(args, passthrough)
+    assert (plan.objective, plan.sampler_seed, plan.folds, plan.common_args) == ("log_loss", 7, 2, ("--data", "demo"))
+    resources = resources_from_args(args)
+    assert (resources.cpus, resources.gpus) == (1.5, 0.5)
+    monkeypatch.setattr(study, "run_jobs", lambda jobs, resources: [])
+    monkeypatch.setattr(study, "is_finished", lambda run_dir: False)
+    monkeypatch.setattr(study, "fold_metric", lambda run_dir, key: 0.5)
+    root = args.tune_root / args.name
+    claim_tune(root, plan)
+    run_study(root, plan, "resnet", args.trials, resources, storage=args.storage)
+    shared = optuna.load_study(study_name="resnet", storage=storage)  # the study lives where --storage says
+    assert len(shared.trials) == 2 and shared.direction == optuna.study.StudyDirection.MINIMIZE
+    assert not (root / "study.db").exists()
