@@ -62,16 +62,18 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="cv/<name>/ holds the runs")
     parser.add_argument("--cv-root", type=Path, default=Path("cv"))
     add_cluster_arguments(parser)
+    add_model_args_arguments(parser)
+
+
+def add_model_args_arguments(parser: argparse.ArgumentParser) -> None:
     for model in MODELS:  # --resnet-args, --transformer-args
         parser.add_argument(f"--{model.name}-args", default="",
                             help=f"extra options for the {model.label} only (one quoted string)")
 
 
-def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
-    if args.folds < 2:
-        raise ConfigError(f"--folds {args.folds}: cross-validation needs at least 2")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ConfigError(f"--seeds {args.seeds}: a seed is listed twice")
+def model_args_from(args: argparse.Namespace, passthrough: list[str], *, command: str) -> dict[str, tuple[str, ...]]:
+    """Each model's own options (`--<model>-args`, one quoted string), after checking that neither they nor
+    the options for every trainer set what `command` (cv, tune) sets itself."""
     model_args = {}
     for model in MODELS:
         text = getattr(args, f"{model.name}_args")
@@ -79,9 +81,18 @@ def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
             model_args[model.name] = tuple(shlex.split(text))
         except ValueError as exc:  # an unbalanced quote
             raise ConfigError(f"--{model.name}-args '{text}': {exc}") from None
-    for option in (*passthrough, *(a for args_ in model_args.values() for a in args_)):
+    for option in (*passthrough, *(a for values in model_args.values() for a in values)):
         if option.split("=")[0] in RESERVED:
-            raise ConfigError(f"{option}: set by cv itself (--folds, --seeds, --name); remove it")
+            raise ConfigError(f"{option}: set by {command} itself (--folds, --seeds, --name); remove it")
+    return model_args
+
+
+def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> CVPlan:
+    if args.folds < 2:
+        raise ConfigError(f"--folds {args.folds}: cross-validation needs at least 2")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError(f"--seeds {args.seeds}: a seed is listed twice")
+    model_args = model_args_from(args, passthrough, command="cv")
     return CVPlan(tuple(args.models), args.folds, tuple(args.seeds), tuple(passthrough),
                   {m: list(model_args[m]) for m in args.models})
 

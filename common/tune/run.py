@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
-from common.models import MODELS, NAMES, by_name
-from common.runs.cv import RESERVED, CVPlan, check_plan, run_cv
+from common.models import NAMES, by_name
+from common.runs.cv import CVPlan, add_model_args_arguments, check_plan, model_args_from, run_cv
 from common.runs.jobs import add_cluster_arguments, cluster, resources_from_args
 from common.tune.study import OBJECTIVES, TunePlan, best_arguments, claim_tune, make_plan, run_study
 
@@ -33,24 +32,13 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Optuna storage URL (any SQLAlchemy URL, e.g. postgresql://...) shared by workers on "
                              "many machines (default: sqlite in tune/<name>/study.db)")
     add_cluster_arguments(parser)
-    for model in MODELS:  # --resnet-args, --transformer-args
-        parser.add_argument(f"--{model.name}-args", default="",
-                            help=f"fixed extra options for the {model.label} only (one quoted string)")
+    add_model_args_arguments(parser)
 
 
 def plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> TunePlan:
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: must be >= 1")
-    model_args = {}
-    for model in MODELS:
-        text = getattr(args, f"{model.name}_args")
-        try:
-            model_args[model.name] = tuple(shlex.split(text))
-        except ValueError as exc:  # an unbalanced quote
-            raise ConfigError(f"--{model.name}-args '{text}': {exc}") from None
-    for option in (*passthrough, *(a for values in model_args.values() for a in values)):
-        if option.split("=")[0] in RESERVED:
-            raise ConfigError(f"{option}: set by tune itself (--folds, --seeds, --name); remove it")
+    model_args = model_args_from(args, passthrough, command="tune")
     return make_plan(args.models, args.folds, args.seeds[0], args.objective, args.sampler_seed, passthrough,
                      model_args)
 
