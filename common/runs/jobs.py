@@ -79,7 +79,7 @@ def trainer_threads(resources: Resources) -> int:
     return max(1, int(resources.cpus))
 
 
-def run_command(command: tuple[str, ...], log: str, env: dict[str, str]) -> int:
+def run_command(command: tuple[str, ...], log: str) -> int:
     """Run one job's command on this node; its exit status. The command starts through this module's
     `__main__`, which asks Linux to kill it with the Ray worker that started it (a preexec_fn is unsafe in
     Ray's threaded worker), so a stopped node leaves no orphaned trainer holding the run's lock when Ray
@@ -87,7 +87,7 @@ def run_command(command: tuple[str, ...], log: str, env: dict[str, str]) -> int:
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         guarded = [sys.executable, "-m", "common.runs.jobs", *command]
-        return subprocess.Popen(guarded, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}).wait()
+        return subprocess.Popen(guarded, stdout=out, stderr=subprocess.STDOUT).wait()
 
 
 @contextmanager
@@ -108,10 +108,10 @@ def cluster(address: str | None):
         ray.shutdown()
 
 
-def _connect(ray, address: str | None, *, quiet: bool = True) -> None:
+def _connect(ray, address: str | None) -> None:
     address = address or os.environ.get(RAY_ADDRESS_ENV) or None
-    kwargs = dict(include_dashboard=False, log_to_driver=not quiet, configure_logging=True,
-                  logging_level="ERROR")
+    # The trainers' output goes to each job's log, not to this terminal.
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -122,16 +122,14 @@ def _connect(ray, address: str | None, *, quiet: bool = True) -> None:
         raise ConfigError(f"{where}: cannot connect ({str(exc).splitlines()[0][:300]})") from None
 
 
-def run_jobs(jobs: list[Job], resources: Resources, *, env: dict[str, str] | None = None,
-             on_done=None) -> list[JobFailure]:
-    """Run every job as a Ray task, inside `cluster(...)`; returns the failures (the others have finished).
-    `on_done(job, status)` is called as each job ends (status 0: success)."""
+def run_jobs(jobs: list[Job], resources: Resources) -> list[JobFailure]:
+    """Run every job as a Ray task, inside `cluster(...)`; returns the failures (the others have finished)."""
     if not jobs:
         return []
     import ray
 
     remote = ray.remote(run_command).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=3)
-    pending = {remote.remote(job.command, str(job.log), dict(env or {})): job for job in jobs}
+    pending = {remote.remote(job.command, str(job.log)): job for job in jobs}
     failures = []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -140,11 +138,9 @@ def run_jobs(jobs: list[Job], resources: Resources, *, env: dict[str, str] | Non
             status = ray.get(done[0])
             reason = None if status == 0 else f"exit {status}"
         except Exception as exc:  # the task's node was lost more often than Ray retries, or a Ray error
-            status, reason = -1, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         if reason:
             failures.append(JobFailure(job, reason))
-        if on_done is not None:
-            on_done(job, status)
     return failures
 
 

@@ -55,23 +55,20 @@ def decide_precision(requested: str, hardware: Hardware, *,
         ratios.append(_bf16_ratio(speeds))
     measured = {f"{k}_samples_per_second": round(v, 3) for k, v in speeds.items()}
     median = statistics.median(ratios)
-    if len(ratios) == 1:
-        resolved = "bf16" if median >= CPU_BF16_MIN_SPEEDUP else "fp32"
-        sign = ">=" if resolved == "bf16" else "<"
-        return PrecisionDecision("auto", resolved, f"CPU probe: bf16 {median:.2f}x fp32 ({sign} {CPU_BF16_MIN_SPEEDUP}x)",
-                                 measured)
-    measured.update(bf16_over_fp32_probes=[round(r, 3) for r in ratios])
     shown = ", ".join(f"{r:.2f}x" for r in ratios)
-    straddles = min(ratios) < CPU_BF16_MIN_SPEEDUP <= max(ratios)
-    if straddles or all(_near_the_rule(r) for r in ratios):  # no reading got clear of the rule's margin
-        measured.update(close_call=True)
-        return PrecisionDecision("auto", "fp32", f"CPU probe, a close call: bf16 {shown} fp32 over {len(ratios)} "
-                                 f"probes, within {CLOSE_CALL_MARGIN}x of the {CPU_BF16_MIN_SPEEDUP}x rule: fp32, "
-                                 "the safe side", measured)
+    if len(ratios) > 1:
+        measured.update(bf16_over_fp32_probes=[round(r, 3) for r in ratios])
+        straddles = min(ratios) < CPU_BF16_MIN_SPEEDUP <= max(ratios)
+        if straddles or all(_near_the_rule(r) for r in ratios):  # no reading got clear of the rule's margin
+            measured.update(close_call=True)
+            return PrecisionDecision("auto", "fp32", f"CPU probe, a close call: bf16 {shown} fp32 over {len(ratios)} "
+                                     f"probes, within {CLOSE_CALL_MARGIN}x of the {CPU_BF16_MIN_SPEEDUP}x rule: fp32, "
+                                     "the safe side", measured)
     resolved = "bf16" if median >= CPU_BF16_MIN_SPEEDUP else "fp32"
     sign = ">=" if resolved == "bf16" else "<"
-    return PrecisionDecision("auto", resolved, f"CPU probe: bf16 {shown} fp32 over {len(ratios)} probes "
-                             f"(median {sign} {CPU_BF16_MIN_SPEEDUP}x)", measured)
+    reading = (f"{shown} fp32 ({sign} {CPU_BF16_MIN_SPEEDUP}x)" if len(ratios) == 1
+               else f"{shown} fp32 over {len(ratios)} probes (median {sign} {CPU_BF16_MIN_SPEEDUP}x)")
+    return PrecisionDecision("auto", resolved, f"CPU probe: bf16 {reading}", measured)
 
 
 def _bf16_ratio(speeds: dict[str, float]) -> float:

@@ -4,6 +4,7 @@ and the selected configuration, from the studies alone (val only: test is read b
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from common.atomic import atomic_write_text
@@ -26,11 +27,8 @@ def budget_of(root: Path, model: str) -> dict:
     return {"runs": runs, "train_seconds": round(seconds, 1), "devices": sorted(devices)}
 
 
-def trial_counts(study) -> dict:
-    counts: dict[str, int] = {}
-    for trial in study.trials:
-        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
-    return counts
+def trial_counts(study) -> dict[str, int]:
+    return dict(Counter(trial.state.name.lower() for trial in study.trials))
 
 
 def _history_figure(study, path: Path, label: str, objective: str) -> None:

@@ -5,7 +5,6 @@ prints them with `python -m <package> search-space`, so `common` never imports a
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 from dataclasses import asdict, dataclass
 
@@ -80,6 +79,3 @@ def model_space(model: ModelEntry) -> tuple[Param, ...]:
 def space_of(model: ModelEntry) -> tuple[Param, ...]:
     return COMMON_SPACE + model_space(model)
 
-
-def is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

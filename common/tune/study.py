@@ -23,9 +23,10 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from common.models import ModelEntry, by_name
+from common.runs.cv import is_finished
 from common.runs.jobs import Job, Resources, run_jobs, trainer_threads
-from common.runs.record import is_run_dir, read_record
-from common.tune.space import Param, space_of
+from common.runs.typed import flag
+from common.tune.space import MODEL_PREFIX, Param, space_of
 
 TUNE_FILE = "tune.json"
 # objective name -> (metrics.json key of the val split, direction)
@@ -56,7 +57,7 @@ def make_plan(models, folds: int, seed: int, objective: str, sampler_seed: int, 
         raise ConfigError(f"--objective {objective}: one of {sorted(OBJECTIVES)}")
     spaces = {m: [p.to_dict() for p in space_of(by_name(m))] for m in models}
     for model, space in spaces.items():
-        searched = {"--" + p["name"].replace("_", "-") for p in space if not p["name"].startswith("model.")}
+        searched = {flag(p["name"]) for p in space if not p["name"].startswith(MODEL_PREFIX)}
         given = {a.split("=")[0] for a in (*common_args, *model_args.get(model, ())) if a.startswith("--")}
         clash = sorted(searched & given)
         if clash:
@@ -125,10 +126,6 @@ def fold_metric(run_dir: Path, key: str) -> float:
     if value is None:
         raise ConfigError(f"{run_dir}/metrics.json: val {key} is undefined (one class in val?)")
     return float(value)
-
-
-def is_finished(run_dir: Path) -> bool:
-    return is_run_dir(run_dir) and read_record(run_dir).outcome is not None
 
 
 class Objective:
