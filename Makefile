@@ -63,6 +63,10 @@ export: setup
 
 # Benchmarks: each package measures itself into one JSON folder; common renders the folder.
 BENCH_DIR ?= .cache/bench
+# Real T1 MRI for the data, loader and t1-linear benchmarks: a manifest CSV[:label column], e.g.
+# make bench BENCH_DATA=../shared/data/ixi_t1_hh/labels.csv:age_group (unset: the synthetic demo).
+BENCH_DATA ?= $(VOLCLS_BENCH_DATA)
+bench bench-quick: export VOLCLS_BENCH_DATA = $(BENCH_DATA)
 define run_benchmarks
 	rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR)
 	$(PY) -m common.bench.suite data $(1) --json-dir $(BENCH_DIR)

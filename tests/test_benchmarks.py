@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -15,7 +16,10 @@ def _makefile_bench_steps() -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_quick_benchmark_writes_every_section(tmp_path):
+def test_quick_benchmark_writes_every_section(tmp_path, monkeypatch):
+    """`make bench-quick` as a fresh clone runs it: no real data given, so the synthetic demo (the t1-linear
+    section says it was skipped, and why)."""
+    monkeypatch.delenv("VOLCLS_BENCH_DATA", raising=False)
     out, folder = tmp_path / "BENCH.md", tmp_path / "json"
     steps = _makefile_bench_steps()
     assert [s[1] for s in steps] == ["common.bench.suite", "torch_resnet.bench", "tf_transformer.bench",
@@ -29,13 +33,16 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     for heading in ("## Data pipeline", "## ResNet (seed architecture) training throughput",
                     "## ResNet memory of one training step", "## Transformer training throughput by backend",
                     "## Does the loader keep up?", "## Training memory of the seed presets at 192^3, on paper",
-                    "## Transformer presets: the cost of the small-data recipe",
+                    "## Presets: what the recipes cost per training sample",
                     "## Saliency maps: seconds per volume",
                     "## t1-linear preprocessing (N4 + affine registration to MNI152)"):
         assert heading in text, heading
     assert "failed" not in text
+    assert "Skipped: needs T1 brain MRI; synthetic demo" in text and "VOLCLS_BENCH_DATA not set" in text
     assert "2 processes vs 1" in text and "Checkpointing needs" in text
     assert "| torch_resnet | 16^3 |" in text and "| tf_transformer | 16^3 |" in text
+    for model in ("ResNet", "Transformer"):  # every preset costed, against `small` at 32^3 (1.00x itself)
+        assert f"| {model} | `small` | 32^3 |" in text and f"| {model} | `small_recipe_strided` | 32^3 |" in text
 
 
 def test_compile_payback_section_renders_both_caches():
@@ -52,3 +59,64 @@ def test_compile_payback_section_renders_both_caches():
     never = "\n".join(_render_cpu_checks({"resnet_compile": {**payback, "payback_steps": None,
                                                               "payback_steps_warm": None}}))
     assert "never (compiled steps are not faster)" in never
+
+
+def test_every_fraction_of_fp32_peak_divides_by_one_machine_peak_and_presets_cost_against_small(tmp_path):
+    """BENCHMARKS.md states one fp32 peak (the best matmul any library reached in the run) and every
+    "of fp32 peak" divides by it; the preset table gives each sample's time against `small` at 32^3."""
+    from common.bench.suite import load_results, render
+
+    def write(name, payload):
+        (tmp_path / name).write_text(json.dumps(payload))
+
+    write("data.json", {"date": "today", "quick": True, "machine": "a CPU", "matmul_n": 1024,
+                        "numpy_matmul_peak_fp32": 100e9, "data": None, "t1_linear": None})
+    timing = {"samples_per_second": 1.0, "step_seconds": 1.0, "warmup_seconds": 1.0, "losses": [1.0]}
+    write("resnet.json", {"shape": 24, "batch": 2, "steps": 2, "threads": 2, "torch": "x", "command": "c",
+                          "matmul_peak_flops": {"fp32": 200e9, "bf16": 800e9},
+                          "paths": {"plain": {**timing, "achieved_flops": 100e9, "fraction_of_own_peak": 0.5}}})
+    write("vit-0.json", {**timing, "label": "TensorFlow fp32", "backend": "tensorflow", "preset": "small",
+                         "shape": 24, "tokens": 8, "batch": 2, "steps": 2, "achieved_flops": 300e9,
+                         "matmul_peak_fp32": 400e9, "command": "v"})
+    for model, preset, shape, rate in (("torch_resnet", "small", 32, 40.0), ("torch_resnet", "small_recipe_strided",
+                                       64, 50.0), ("tf_transformer", "small", 32, 100.0),
+                                      ("tf_transformer", "small_recipe_strided", 64, 80.0)):
+        write(f"cost-{model}-{preset}-{shape}.json", {"model": model, "preset": preset, "shape": shape, "batch": 8,
+                                                      "samples_per_second": rate, "step_seconds": 8 / rate,
+                                                      "forward_flops": 1e9, "command": f"{model} {preset}"})
+    text = render(load_results(tmp_path), "make bench")
+    assert "fp32 matrix-multiply peak of this machine: **400.00 GFLOP/s**" in text
+    assert "numpy/OpenBLAS 100.00 GFLOP/s, torch.mm 200.00 GFLOP/s, keras.ops.matmul on tensorflow 400.00" in text
+    assert "| plain | 1.000 | 1.00 | 1.0 | 100.00 GFLOP/s | 25% | 50% |" in text  # 100 of the machine's 400
+    assert "| TensorFlow fp32 | 1.000 | 1.000 | 1.0 | 300.00 GFLOP/s | 75% |" in text
+    assert "| ResNet | `small_recipe_strided` | 64^3 | 50.0 | 0.160 | 1.00 GFLOP | 0.80x |" in text  # 40 / 50
+    assert "| Transformer | `small_recipe_strided` | 64^3 | 80.0 | 0.100 | 1.00 GFLOP | 1.25x |" in text
+    assert text.index("| ResNet | `small` | 32^3") < text.index("| ResNet | `small_recipe_strided`")
+
+
+def test_bench_data_names_a_manifest_and_its_label_column(tmp_path, monkeypatch):
+    from common.bench.suite import bench_manifest
+    from common.errors import ConfigError
+
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,age_group\n")
+    monkeypatch.delenv("VOLCLS_BENCH_DATA", raising=False)
+    assert bench_manifest() is None
+    monkeypatch.setenv("VOLCLS_BENCH_DATA", f"{manifest}:age_group")
+    assert bench_manifest() == (manifest, "age_group")
+    monkeypatch.setenv("VOLCLS_BENCH_DATA", str(manifest))
+    assert bench_manifest() == (manifest, "label")
+    monkeypatch.setenv("VOLCLS_BENCH_DATA", str(tmp_path / "missing.csv"))
+    with pytest.raises(ConfigError, match=r"VOLCLS_BENCH_DATA=.*missing.csv: .*is not a file"):
+        bench_manifest()
+
+
+def test_t1_linear_section_renders_a_measurement_and_a_skip():
+    from common.bench.suite import _render_t1_linear
+
+    measured = {"dataset": "ixi", "volumes": 2, "shape": [32, 32, 32], "nmi_min": 0.5, "nmi_max": 0.6,
+                "processes": {"1": {"seconds": 20.0, "seconds_per_volume": 10.0},
+                              "2": {"seconds": 12.5, "seconds_per_volume": 6.25}}}
+    text = "\n".join(_render_t1_linear(measured))
+    assert "| 2 | 12.5 | 6.2 |" in text and "2 processes vs 1: **1.60x**" in text and "0.500-0.600" in text
+    assert "Skipped: needs T1 brain MRI" in "\n".join(_render_t1_linear({"skipped": "needs T1 brain MRI; demo"}))

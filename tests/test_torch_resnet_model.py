@@ -101,6 +101,10 @@ def test_activation_checkpointing_gives_the_same_gradients():
         (dict(input_shape=(16, 16), num_classes=2), "expected three positive sizes"),
         (dict(downsample_layers=(1,)), "downsample_layers"),
         (dict(filters=0), "filters 0"),
+        # ResNet-D shortcuts average 2^3 cells: a grid of 1 entering a Downsample block is refused by name,
+        # not a RuntimeError from inside AvgPool3d (16^3 with a 4x stem: 4 -> 2 -> 1).
+        (dict(input_shape=(16, 16, 16), num_classes=2, stem_strides=(2, 2), avg_down=True, pooling="mean"),
+         r"too small for ResNet-D shortcuts \(avg_down\).*\(1, 1, 1\)\]; give a larger --shape"),
     ],
 )
 def test_invalid_configs_fail_at_construction(kwargs, message):
@@ -238,6 +242,13 @@ def test_avg_down_shortcut_reads_every_voxel_of_each_cell():
     assert block.shortcut(x)[0, 0, 0, 0, 0] != block.shortcut(torch.zeros_like(x))[0, 0, 0, 0, 0]
     assert plain.shortcut(x)[0, 0, 0, 0, 0] == plain.shortcut(torch.zeros_like(x))[0, 0, 0, 0, 0]
     assert block.shortcut(torch.zeros(1, 1, 5, 7, 9)).shape[2:] == (3, 4, 5)  # ceil(n / 2), as the main path
+
+
+def test_the_smallest_grid_avg_down_accepts_builds_and_runs():
+    """32^3 with the strided preset: 8 -> 4 -> 2 entering the Downsample blocks, the smallest it accepts."""
+    config = preset("small_recipe_strided").with_data(input_shape=(32, 32, 32), num_classes=2)
+    assert config.downsample_inputs == [(8, 8, 8), (4, 4, 4), (2, 2, 2)] and config.feature_shape == (1, 1, 1)
+    assert build_resnet(config).eval()(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 2)
 
 
 def test_drop_path_grows_over_blocks_drops_whole_samples_in_training_and_is_identity_in_eval():

@@ -21,8 +21,12 @@ import time
 from pathlib import Path
 
 DEFAULT_BATCH = 4  # throughput; --capacity searches for its batch unless --batch is given
-SUITE_SIZES = {"full": {"preset": "reference", "shape": 64, "batch": 4, "steps": 4, "explain": [32, 64]},
-               "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2, "explain": [16]}}
+SUITE_SIZES = {"full": {"preset": "reference", "shape": 64, "batch": 4, "steps": 4, "explain": [32, 64],
+                        "preset_shapes": [32, 64], "preset_batch": 8},
+               "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2, "explain": [16],
+                         "preset_shapes": [32], "preset_batch": 2}}
+# The presets whose cost `make bench` compares (the recipes against `small`, at 32^3 and 64^3).
+SUITE_PRESETS = ("small", "small_recipe", "small_recipe_strided")
 SUITE_CONFIGS = [  # (label, backend, precision, jit_compile)
     ("TensorFlow fp32 (tf.function, no XLA)", "tensorflow", "fp32", "false"),
     ("TensorFlow fp32 + XLA", "tensorflow", "fp32", "true"),
@@ -63,10 +67,10 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
     peak_fp32 = matmul_peak("float32")
     peak_own = peak_fp32 if precision == "fp32" else matmul_peak("bfloat16")
     return {
-        "backend": keras.backend.backend(), "precision": precision, "jit_compile": str(jit_compile),
+        "model": "tf_transformer", "backend": keras.backend.backend(), "precision": precision, "jit_compile": str(jit_compile),
         "preset": preset_name, "shape": shape, "tokens": config.num_tokens, "batch": batch, "steps": steps,
         "samples_per_second": batch / seconds, "step_seconds": seconds, "warmup_seconds": warmup, "losses": losses,
-        "achieved_flops": train_flops / seconds, "matmul_peak_fp32": peak_fp32, "matmul_peak_own": peak_own,
+        "forward_flops": flops_per_sample(config), "achieved_flops": train_flops / seconds, "matmul_peak_fp32": peak_fp32, "matmul_peak_own": peak_own,
         "fraction_of_fp32_peak": train_flops / seconds / peak_fp32,
         "fraction_of_own_peak": train_flops / seconds / peak_own,
     }
@@ -150,12 +154,15 @@ def suite(quick: bool, json_dir: Path) -> None:
             "--preset", sizes["preset"], "--shape", str(sizes["shape"]), "--batch", str(sizes["batch"]),
             "--steps", str(sizes["steps"]), "--precision", precision, "--jit-compile", jit], {"KERAS_BACKEND": backend})
         save_json(json_dir / f"vit-{i}.json", {**result, "label": label})
-    print("benchmark: transformer presets, small against small_recipe", flush=True)
-    for name in ("small", "small_recipe"):  # the cost of the small-data recipe, same backend and batch
-        result = run_json("tf_transformer.bench", [
-            "--preset", name, "--shape", "32", "--batch", str(sizes["batch"] * 2), "--steps", str(sizes["steps"]),
-            "--precision", "fp32", "--jit-compile", "false"], {"KERAS_BACKEND": "tensorflow"})
-        save_json(json_dir / f"preset-{name}.json", result)
+    print("benchmark: transformer presets, the recipes against small", flush=True)
+    for shape in sizes["preset_shapes"]:  # the same backend, precision and batch for every preset
+        for name in SUITE_PRESETS:
+            result = run_json("tf_transformer.bench", [
+                "--preset", name, "--shape", str(shape), "--batch", str(sizes["preset_batch"]),
+                "--steps", str(sizes["steps"]), "--precision", "fp32", "--jit-compile", "false"],
+                {"KERAS_BACKEND": "tensorflow"})
+            save_json(json_dir / f"cost-transformer-{name}-{shape}.json",
+                      {"model": "tf_transformer", "preset": name, "shape": shape, **result})
     print("benchmark: transformer saliency maps", flush=True)
     for shape in sizes["explain"]:
         save_json(json_dir / f"explain-transformer-{shape}.json", run_json(

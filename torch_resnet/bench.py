@@ -7,6 +7,7 @@ machine's matmul peak, and peak memory of a step with and without activation che
     python -m torch_resnet.bench capacity --device cuda --shape 192 --path fast   # largest batch, speed, memory
     python -m torch_resnet.bench plan --shape 192                 # activation memory on paper (meta device)
     python -m torch_resnet.bench loader --shape 64 --batch 4      # real IXI epoch vs the same batches in memory
+    python -m torch_resnet.bench preset --preset small_recipe --shape 32 --batch 8   # one preset's fp32 cost
 
 `capacity`, `plan` and the training steps import only torch, numpy and the model (torch_resnet/steps.py),
 so they run on a GPU machine with its own torch and none of the project's other dependencies.
@@ -33,11 +34,13 @@ SUITE_SIZES = {
     "full": {"shape": 64, "batch": 4, "steps": 3, "compile": True, "memory_shape": 96, "memory_batch": 2,
              "loader": ["--shape", "64", "--preset", "small", "--batch", "8", "--steps", "4"],
              "payback": ["--preset", "small", "--shape", "32", "--batch", "8", "--steps", "5", "--channels-last"],
-             "explain": [32, 64]},
+             "explain": [32, 64], "preset_shapes": [32, 64], "preset_batch": 8},
     "quick": {"shape": 24, "batch": 2, "steps": 2, "compile": False, "memory_shape": 32, "memory_batch": 2,
               "loader": ["--shape", "24", "--preset", "tiny", "--batch", "4", "--steps", "3"], "payback": None,
-              "explain": [16]},
+              "explain": [16], "preset_shapes": [32], "preset_batch": 2},
 }
+# The presets whose cost `make bench` compares (the recipe against `small`, at 32^3 and 64^3).
+SUITE_PRESETS = ("small", "small_recipe", "small_recipe_strided")
 PATHS = {  # name -> (precision, channels_last, compile)
     "plain (fp32, NCDHW, eager)": ("fp32", False, False),
     "fast (bf16 autocast, channels_last_3d, eager)": ("bf16", True, False),
@@ -80,6 +83,17 @@ def throughput(shape: int, batch: int, steps: int, include_compile: bool) -> dic
         }
     return {"shape": shape, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
             "matmul_peak_flops": peaks, "torch": torch.__version__, "paths": results}
+
+
+def preset_throughput(preset_name: str, shape: int, batch: int, steps: int) -> dict:
+    """fp32 training samples/s of one preset at shape^3 (plain path: NCDHW, eager), and its forward FLOPs."""
+    config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=3)
+    step = synthetic_training_step(config, batch_size=batch, precision="fp32", channels_last=False,
+                                   compile_model=False)
+    timing = time_steps(step, steps)
+    return {"model": "torch_resnet", "preset": preset_name, "shape": shape, "batch": batch, "steps": steps,
+            "samples_per_second": batch / timing.median, "step_seconds": timing.median,
+            "forward_flops": flops_per_sample(config), "threads": torch.get_num_threads()}
 
 
 DEFAULT_BATCH = 4  # every command but `capacity`, which searches for its batch unless --batch is given
@@ -308,6 +322,14 @@ def suite(quick: bool, json_dir: Path) -> None:
     for shape in sizes["explain"]:
         save_json(json_dir / f"explain-resnet-{shape}.json",
                   run_json("torch_resnet.bench", ["explain", "--shape", str(shape), "--preset", "small"]))
+    print("benchmark: ResNet presets, the recipe against small", flush=True)
+    for shape in sizes["preset_shapes"]:
+        for name in SUITE_PRESETS:
+            result = run_json("torch_resnet.bench", [
+                "preset", "--preset", name, "--shape", str(shape), "--batch", str(sizes["preset_batch"]),
+                "--steps", str(sizes["steps"])])
+            save_json(json_dir / f"cost-resnet-{name}-{shape}.json",
+                      {"model": "torch_resnet", "preset": name, "shape": shape, **result})
     if sizes["payback"]:
         print("benchmark: torch.compile payback", flush=True)
         save_json(json_dir / "resnet-compile.json", run_json("torch_resnet.bench", ["compile", *sizes["payback"]]))
@@ -317,7 +339,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m torch_resnet.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("throughput", "memory", "suite", "capacity", "plan", "loader", "compile",
-                                             "explain"))
+                                             "explain", "preset"))
     parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
     parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     parser.add_argument("--shape", type=int, default=64)
@@ -328,7 +350,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="capacity, loader: cpu or cuda")
     parser.add_argument("--path", choices=tuple(CAPACITY_PATHS), default="fast", help="capacity: the training path")
     parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
-    parser.add_argument("--preset", default="reference", help="loader, compile, explain: the ResNet preset")
+    parser.add_argument("--preset", default="reference", help="loader, compile, explain, preset: the ResNet preset")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compile: autocast precision")
     parser.add_argument("--channels-last", action="store_true", help="compile: channels_last_3d layout")
     parser.add_argument("--cache-dir", type=Path, help="loader: a cache root to reuse (default: a temporary one)")
@@ -349,6 +371,8 @@ def main(argv=None) -> None:
         result = plan(args.shape)
     elif args.what == "explain":
         result = explain_speed(args.shape, args.preset)
+    elif args.what == "preset":
+        result = preset_throughput(args.preset, args.shape, batch, args.steps)
     elif args.what == "loader":
         result = loader(shape=args.shape, batch=batch, steps=args.steps, device=args.device,
                         preset_name=args.preset, cache_dir=args.cache_dir)

@@ -76,6 +76,13 @@ class ResNetConfig:
                 f"input_shape {self.input_shape}: too small for {len(self.downsample_layers)} downsamplings "
                 f"and the final 2x average pool (feature grid would be {pooled})"
             )
+        smallest = min(min(grid) for grid in self.downsample_inputs) if self.downsample_layers else 2
+        if self.avg_down and smallest < 2:
+            raise ConfigError(
+                f"input_shape {self.input_shape}: too small for ResNet-D shortcuts (avg_down), which average 2^3 "
+                f"cells: the grids entering the Downsample blocks are {self.downsample_inputs}; give a larger "
+                "--shape or --model avg_down=false"
+            )
 
     @property
     def stage_shape(self) -> tuple[int, int, int]:
@@ -92,14 +99,21 @@ class ResNetConfig:
         return tuple(sizes)
 
     @property
+    def downsample_inputs(self) -> list[tuple[int, int, int]]:
+        """Spatial grid entering each Downsample block (each halves it, rounding up)."""
+        grids, grid = [], self.stage_shape
+        for _ in self.downsample_layers:
+            grids.append(grid)
+            grid = tuple((n - 1) // 2 + 1 for n in grid)
+        return grids
+
+    @property
     def feature_shape(self) -> tuple[int, int, int]:
         """Spatial grid after layer 11: ceil(/2) per Downsample block."""
-        sizes = []
-        for n in self.stage_shape:
-            for _ in self.downsample_layers:
-                n = (n - 1) // 2 + 1
-            sizes.append(n)
-        return tuple(sizes)
+        grids = self.downsample_inputs
+        if not grids:
+            return self.stage_shape
+        return tuple((n - 1) // 2 + 1 for n in grids[-1])
 
     @property
     def pooled_shape(self) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -24,9 +25,14 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.bench.io import save_json
+from common.bench.preset_cost import machine_fp32_peak, render_preset_cost
+from common.errors import ConfigError
 from common.runs.hardware import cpu_description
 
-IXI_MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "ixi_t1_hh" / "labels.csv"
+# The real T1 MRI the data, loader and t1-linear benchmarks read: a manifest CSV, optionally ":<label column>"
+# (default "label"), e.g. VOLCLS_BENCH_DATA=../shared/data/ixi_t1_hh/labels.csv:age_group (`make bench
+# BENCH_DATA=...` sets it). Unset: the synthetic demo, and the t1-linear section says it was skipped.
+BENCH_DATA_ENV = "VOLCLS_BENCH_DATA"
 
 DATA_SIZES = {"full": {"data_shape": 64, "matmul_n": 4096, "t1_linear_volumes": 8},
               "quick": {"data_shape": 32, "matmul_n": 1024, "t1_linear_volumes": 2}}
@@ -45,18 +51,30 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def bench_manifest() -> tuple[Path, str] | None:
+    """($VOLCLS_BENCH_DATA's manifest, its label column), or None when the variable is unset."""
+    value = os.environ.get(BENCH_DATA_ENV, "").strip()
+    if not value:
+        return None
+    path, _, column = value.rpartition(":") if not Path(value).is_file() and ":" in value else (value, "", "")
+    if not Path(path).is_file():
+        raise ConfigError(f"{BENCH_DATA_ENV}={value}: {path} is not a file (a manifest CSV[:label column])")
+    return Path(path), column or "label"
+
+
 def data_source(quick: bool):
-    """(source, description): IXI T1 by age group from ../shared/data, else the synthetic demo."""
+    """(source, description): the manifest of $VOLCLS_BENCH_DATA (real T1 MRI), else the synthetic demo."""
     from common.data.dataset import open_source
     from common.data.sources import read_manifest
 
-    if IXI_MANIFEST.is_file():
-        source = read_manifest(IXI_MANIFEST, label_column="age_group")
+    manifest = bench_manifest()
+    if manifest:
+        source = read_manifest(manifest[0], label_column=manifest[1])
         if quick:
-            source.samples = source.samples[::6]  # every 6th: keeps all three classes
-        return source, f"IXI T1 ({len(source.samples)} volumes, 120x120x90 uint8 .nii.gz)"
+            source.samples = source.samples[::6]  # every 6th: keeps every class of a sorted manifest
+        return source, f"{manifest[0].parent.name} ({len(source.samples)} volumes of {manifest[0].name})"
     source = open_source("demo")
-    return source, f"synthetic demo ({len(source.samples)} volumes; IXI not found at {IXI_MANIFEST})"
+    return source, f"synthetic demo ({len(source.samples)} volumes; {BENCH_DATA_ENV} not set)"
 
 
 def data_pipeline(sizes: dict, quick: bool) -> dict:
@@ -96,6 +114,8 @@ def t1_linear_pipeline(sizes: dict, quick: bool) -> dict:
     from common.data.preprocess import PreprocessConfig
 
     source, name = data_source(quick)
+    if source.kind == "demo":  # synthetic cubes: there is no brain to register to MNI152
+        return {"skipped": f"needs T1 brain MRI; {name}"}
     source = replace(source, samples=source.samples[:sizes["t1_linear_volumes"]])
     config = PreprocessConfig(shape=(sizes["data_shape"],) * 3, pipeline="t1-linear").resolved_for(source.kind)
     result = {"dataset": name, "volumes": len(source.samples), "shape": config.shape, "processes": {}}
@@ -130,9 +150,10 @@ def load_results(folder: Path) -> dict:
               for kind in ("plain", "checkpointing") if (folder / f"resnet-memory-{kind}.json").is_file()}
     if memory:
         result["resnet_memory"] = memory
-    presets = {p.stem.removeprefix("preset-"): json.loads(p.read_text()) for p in sorted(folder.glob("preset-*.json"))}
-    if presets:
-        result["vit_presets"] = presets
+    # cost-<model>-<preset>-<shape>.json: by model, then input size, then preset as the suites list them
+    cost = [json.loads(p.read_text()) for p in folder.glob("cost-*.json")]
+    if cost:
+        result["preset_cost"] = sorted(cost, key=_cost_order)
     explain = [json.loads(p.read_text()) for p in sorted(folder.glob("explain-*.json"))]
     if explain:
         result["explain"] = explain
@@ -140,6 +161,12 @@ def load_results(folder: Path) -> dict:
     if vit:
         result["vit"] = {r["label"]: r for r in vit}
     return result
+
+
+def _cost_order(row: dict) -> tuple:
+    presets = ("small", "small_recipe", "small_recipe_strided")
+    preset = row.get("preset", "")
+    return (row.get("model", ""), row.get("shape", 0), presets.index(preset) if preset in presets else 9, preset)
 
 
 def _g(value: float, unit: str = "") -> str:
@@ -202,9 +229,12 @@ def render(result: dict, command: str) -> str:
     lines = ["# Benchmarks", "",
              f"Written by `{command}` on {result['date']}{' (quick mode: reduced sizes)' if result['quick'] else ''}.",
              "Do not edit by hand: rerun the command. Ratios compare numbers measured in this same run.", "",
-             f"Machine: {result['machine']}.", "",
-             f"Matrix-multiply peak (numpy/OpenBLAS fp32, {result['matmul_n']}^2): "
-             f"{_g(result['numpy_matmul_peak_fp32'], 'FLOP/s')}.", ""]
+             f"Machine: {result['machine']}.", ""]
+    peak, peaks = machine_fp32_peak(result)
+    lines += [f"fp32 matrix-multiply peak of this machine: **{_g(peak, 'FLOP/s')}**, the best of "
+              + ", ".join(f"{name} {_g(value, 'FLOP/s')}" for name, value in peaks.items())
+              + f" ({result['matmul_n']}^2 and 4096^2 products). Every \"of fp32 peak\" below divides by this one "
+              "number.", ""]
     data = result.get("data")
     if data:
         p1, p2 = data["preprocess"]["1"], data["preprocess"]["2"]
@@ -220,17 +250,19 @@ def render(result: dict, command: str) -> str:
     lines += _render_t1_linear(result.get("t1_linear"))
     resnet = result.get("resnet")
     if resnet and "paths" in resnet:
-        peaks = resnet["matmul_peak_flops"]
+        peaks = resnet["matmul_peak_flops"]  # torch.mm's own, per precision
         lines += ["## ResNet (seed architecture) training throughput", "",
                   f"Input {resnet['shape']}^3, batch {resnet['batch']}, median of {resnet['steps']} steps after one "
-                  f"warm-up step, {resnet['threads']} threads, torch {resnet['torch']}. torch.mm peak: fp32 "
-                  f"{_g(peaks['fp32'], 'FLOP/s')}, bf16 {_g(peaks['bf16'], 'FLOP/s')}. Training FLOPs = 3 x forward.", "",
-                  "| path | samples/s | step s | warm-up s | achieved FLOP/s | of fp32 peak | of own-precision peak | speed-up |",
+                  f"warm-up step, {resnet['threads']} threads, torch {resnet['torch']}. Training FLOPs = 3 x forward. "
+                  f"The last fraction is of torch.mm at the row's precision (fp32 {_g(peaks['fp32'], 'FLOP/s')}, "
+                  f"bf16 {_g(peaks['bf16'], 'FLOP/s')}).", "",
+                  "| path | samples/s | step s | warm-up s | achieved FLOP/s | of fp32 peak | of torch.mm at its precision "
+                  "| speed-up |",
                   "|---|---|---|---|---|---|---|---|"]
         plain = next(iter(resnet["paths"].values()))
         for name, r in resnet["paths"].items():
             lines.append(f"| {name} | {r['samples_per_second']:.3f} | {r['step_seconds']:.2f} | {r['warmup_seconds']:.1f} | "
-                         f"{_g(r['achieved_flops'], 'FLOP/s')} | {r['fraction_of_fp32_peak']:.0%} | "
+                         f"{_g(r['achieved_flops'], 'FLOP/s')} | {r['achieved_flops'] / peak:.0%} | "
                          f"{r['fraction_of_own_peak']:.0%} | {r['samples_per_second'] / plain['samples_per_second']:.2f}x |")
         lines += ["", "Loss per step on the same batch from the same initial weights (agreement of the paths):", ""]
         for name, r in resnet["paths"].items():
@@ -250,31 +282,15 @@ def render(result: dict, command: str) -> str:
                   f"Checkpointing needs **{ckpt['step_peak_bytes'] / plain['step_peak_bytes']:.0%}** of the memory.", "",
                   f"Commands: `{plain['command']}`, `{ckpt['command']}`", ""]
     lines += _render_cpu_checks(result)
-    presets = result.get("vit_presets")
-    if presets:
-        lines += ["## Transformer presets: the cost of the small-data recipe", "",
-                  "TensorFlow fp32, 32^3, one process each (`small_recipe`: convolutional stem with BatchNorm, "
-                  "LayerScale, drop-path; README, Models).", "",
-                  "| preset | tokens | batch | samples/s | step s | vs `small` |", "|---|---|---|---|---|---|"]
-        base = presets.get("small", {}).get("samples_per_second")
-        for name, r in presets.items():
-            if "samples_per_second" not in r:
-                lines.append(f"| `{name}` | failed: {r.get('error')} | | | | |")
-                continue
-            ratio = f"{r['samples_per_second'] / base:.2f}x" if base else "-"
-            lines.append(f"| `{name}` | {r['tokens']} | {r['batch']} | {r['samples_per_second']:.1f} | "
-                         f"{r['step_seconds']:.3f} | {ratio} |")
-        lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in presets.values() if "command" in r), ""]
+    lines += render_preset_cost(result.get("preset_cost") or [], _g)
     vit = result.get("vit")
     if vit:
         ok = {k: v for k, v in vit.items() if "samples_per_second" in v}
         first = next(iter(ok.values()), None)
-        peak = max([result["numpy_matmul_peak_fp32"]] + [v["matmul_peak_fp32"] for v in ok.values()])
         if first:
             lines += ["## Transformer training throughput by backend", "",
                       f"Preset `{first['preset']}` at {first['shape']}^3 ({first['tokens']} tokens), batch {first['batch']}, "
-                      f"median of {first['steps']} steps after a warm-up step. Fraction of the machine's fp32 matmul "
-                      f"peak ({_g(peak, 'FLOP/s')}, the best of numpy and each backend's own matmul).", "",
+                      f"median of {first['steps']} steps after a warm-up step.", "",
                       "| configuration | samples/s | step s | warm-up s | achieved FLOP/s | of fp32 peak | vs first row |",
                       "|---|---|---|---|---|---|---|"]
         for label, r in vit.items():
@@ -295,6 +311,8 @@ def render(result: dict, command: str) -> str:
 def _render_t1_linear(r: dict | None) -> list[str]:
     if not r:
         return []
+    if "skipped" in r:
+        return ["## t1-linear preprocessing (N4 + affine registration to MNI152)", "", f"Skipped: {r['skipped']}.", ""]
     one, two = r["processes"]["1"], r["processes"]["2"]
     return ["## t1-linear preprocessing (N4 + affine registration to MNI152)", "",
             f"{r['dataset']}: the first {r['volumes']} volumes through the cache builder with `--preprocess t1-linear`, "

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from common.models import NAMES, by_name
-from common.runs.cv import CVPlan, add_model_args_arguments, check_plan, model_args_from, run_cv
+from common.runs.cv import (
+    CVPlan,
+    add_model_args_arguments,
+    check_plan,
+    claim_plan,
+    is_finished,
+    model_args_from,
+    run_cv,
+)
 from common.runs.jobs import add_cluster_arguments, cluster, resources_from_args
 from common.tune.study import OBJECTIVES, TunePlan, best_arguments, claim_tune, make_plan, run_study
 
@@ -64,9 +74,37 @@ def run_tune(args: argparse.Namespace, passthrough: list[str]) -> Path:
         # The best trial of each model through cv, with every seed: only here is test read, once.
         best = {m: [*plan.model_args[m], *best_arguments(plan, studies[m], m)] for m in plan.models}
         cv_plan = CVPlan(plan.models, plan.folds, tuple(args.seeds), plan.common_args, best)
+        claim_plan(root / "cv", cv_plan)
+        adopt_best_trial_runs(root, plan, studies, cv_plan)
         run_cv(root / "cv", cv_plan, resources, address=args.ray_address)
     from common.evaluation.cv_report import build_cv_report
 
     report = build_cv_report(root / "cv", root / "cv" / "report")
     atomic_write_text(root / "selected.json", json.dumps(best, indent=1))
     return report
+
+
+def adopt_best_trial_runs(root: Path, plan: TunePlan, studies: dict, cv_plan: CVPlan) -> list[Path]:
+    """The best trial trained every fold with the trials' seed and exactly the options cv gives that seed's
+    runs, so those runs are the cv's: copied in (whole, then renamed into place), not trained again. Test was
+    written by each run but never read by the study; the cv report reads it once. Returns the runs adopted."""
+    adopted = []
+    if plan.seed not in cv_plan.seeds:
+        return adopted
+    for model in plan.models:
+        trial_folder = root / studies[model].best_trial.user_attrs["folder"]
+        for fold in range(plan.folds):
+            source, target = trial_folder / f"fold{fold}", cv_plan.run_dir(root / "cv", model, fold, plan.seed)
+            if target.exists() or not is_finished(source):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            try:
+                shutil.copytree(source, staging, dirs_exist_ok=True)
+                staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            print(f"  {model} fold {fold} seed {plan.seed}: the best trial's run ({source.relative_to(root)}), "
+                  "not trained again", flush=True)
+            adopted.append(target)
+    return adopted
