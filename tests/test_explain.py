@@ -254,6 +254,10 @@ def test_maps_of_a_trained_model_find_the_planted_signal(tmp_path, package, meth
         assert main([*common, "--method", "gradcam"]) == 0
     rows = read_table(run_dir / "explain" / "gradcam")
     assert len(rows) == 7 and {r["target"] for r in rows} == {"pos"}
+    if package == "torch_resnet":  # another stage: the layer named reaches the hook and explain.json
+        assert main([*common, "--method", "gradcam", "--gradcam-layer", "layer6", "--out", str(tmp_path / "l6")]) == 0
+        assert json.loads((tmp_path / "l6" / "explain.json").read_text())["gradient_layer"] == "stages.layer6"
+        assert len(read_table(tmp_path / "l6")) == 7
     assert common_main(["check-maps", str(run_dir), "--lesions", str(lesions), "--out", str(tmp_path / "checks")]) == 0
     table = tmp_path / "checks" / "checks.md"
     result = {r["method"]: r for r in json.loads((tmp_path / "checks" / "checks.json").read_text())}[method]
@@ -290,6 +294,22 @@ def test_explain_cli_refuses_bad_requests(tmp_path, capsys):
     assert "only ResNet runs take it" in capsys.readouterr().err
     assert main(["explain", "--run-dir", str(run_dir), "--split", "test", "--occlusion-size", "0"]) == 2
     assert "--occlusion-size 0: must be >= 1" in capsys.readouterr().err
+    assert main(["explain", "--run-dir", str(run_dir), "--split", "test", "--method", "occlusion",
+                 "--gradcam-layer", "layer6"]) == 2
+    assert "--gradcam-layer layer6: only --method gradcam reads a layer" in capsys.readouterr().err
+
+
+def test_gradcam_layers_are_the_resnet_stages_and_the_transformer_has_one_grid(tmp_path):
+    from tf_transformer.explain import model_hooks as vit_hooks
+    from torch_resnet.explain import GRADCAM_LAYER, resolve_gradcam_layer
+
+    assert resolve_gradcam_layer(None) == GRADCAM_LAYER == "stages.layer11"
+    assert resolve_gradcam_layer("layer6") == resolve_gradcam_layer("stages.layer6") == "stages.layer6"
+    for bad in ("layer1", "layer12", "stem", "stages.head"):
+        with pytest.raises(ConfigError, match=f"--gradcam-layer {bad}: the ResNet's Grad-CAM layers are its stage"):
+            resolve_gradcam_layer(bad)
+    with pytest.raises(ConfigError, match="--gradcam-layer layer6: the transformer's gradient map has one grid"):
+        vit_hooks(tmp_path, ["a", "b"], gradcam_layer="layer6")  # refused before any model is loaded
 
 
 def test_resnet_gradcam_reads_the_last_stage_in_the_input_orientation():

@@ -105,6 +105,7 @@ OPTION_TESTS = {
     "--split": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",
     "--method": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",
     "--target": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",
+    "--gradcam-layer": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",
     "--limit": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",
     "--occlusion-size": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",
     "--occlusion-stride": "test_explain.py::test_maps_of_a_trained_model_find_the_planted_signal",

@@ -74,7 +74,10 @@ def gradient_activation(stem: keras.Model, head: keras.Model, volumes: np.ndarra
     return np.stack([upsample(positive_part(c), volumes.shape[1:]) for c in cells])
 
 
-def model_hooks(run_dir: Path, classes, *, random_weights: bool = False) -> ModelHooks:
+def model_hooks(run_dir: Path, classes, *, random_weights: bool = False, gradcam_layer: str | None = None) -> ModelHooks:
+    if gradcam_layer not in (None, GRID_LAYER):
+        raise ConfigError(f"--gradcam-layer {gradcam_layer}: the transformer's gradient map has one grid, the stem "
+                          f"output ('{GRID_LAYER}'); after it every token mixes every position")
     return hooks_for(load_network(run_dir, random_weights=random_weights), classes)
 
 

@@ -1,9 +1,11 @@
-"""Saliency for the ResNet: Grad-CAM on the last stage, and the predict function occlusion calls.
+"""Saliency for the ResNet: Grad-CAM on a residual stage, and the predict function occlusion calls.
 
-Grad-CAM (Selvaraju et al. 2017) on `stages.layer11`, the last residual stage: the deepest features that
-still have a spatial grid (5^3 at 32^3 input, 1/6.4 of the input per axis), so the map is class-specific
-and as fine as this network allows. channel weights = spatial mean of d(target logit)/d(activation);
-map = ReLU(sum over channels of weight x activation), upsampled trilinearly to the model grid.
+Grad-CAM (Selvaraju et al. 2017) on `stages.layer11` by default, the last residual stage: the deepest
+features that still have a spatial grid (5^3 at 32^3 input, 1/6.4 of the input per axis), so the map is
+class-specific but coarse. `explain --gradcam-layer layerN` reads another stage: layer5/layer6 run at
+half the input resolution (17^3 at 32^3), fine enough to point inside lesions of a few voxels.
+channel weights = spatial mean of d(target logit)/d(activation); map = ReLU(sum over channels of
+weight x activation), upsampled trilinearly to the model grid.
 """
 
 from __future__ import annotations
@@ -13,13 +15,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import ConfigError
 from common.explain.maps import positive_part, upsample
 from common.explain.run import ModelHooks
 from torch_resnet import checkpoints
 from torch_resnet.model import ResNet3D, build_resnet
 from torch_resnet.train import MODEL, predict_probabilities, to_model_input
 
-GRADCAM_LAYER = "stages.layer11"
+GRADCAM_LAYER = "stages.layer11"  # the default; explain --gradcam-layer layerN reads another stage
+
+
+def resolve_gradcam_layer(name: str | None) -> str:
+    """The module Grad-CAM hooks: a stage output, `layer2`..`layer11` (or `stages.layerN`)."""
+    if name is None:
+        return GRADCAM_LAYER
+    stage = name.removeprefix("stages.")
+    if stage not in {f"layer{n}" for n in range(2, 12)}:
+        raise ConfigError(f"--gradcam-layer {name}: the ResNet's Grad-CAM layers are its stage outputs, "
+                          "layer2..layer11")
+    return f"stages.{stage}"
 
 
 def load_network(run_dir: Path, *, random_weights: bool = False, seed: int = 0) -> ResNet3D:
@@ -32,9 +46,10 @@ def load_network(run_dir: Path, *, random_weights: bool = False, seed: int = 0) 
     return net.eval()
 
 
-def gradcam(net: ResNet3D, volumes: np.ndarray, targets: np.ndarray, device: torch.device) -> np.ndarray:
+def gradcam(net: ResNet3D, volumes: np.ndarray, targets: np.ndarray, device: torch.device,
+            layer_name: str = GRADCAM_LAYER) -> np.ndarray:
     """(B, D, H, W) volumes, (B,) class indices -> (B, D, H, W) Grad-CAM maps, fp32, eval mode."""
-    layer = net.get_submodule(GRADCAM_LAYER)
+    layer = net.get_submodule(layer_name)
     saved = {}
     handle = layer.register_forward_hook(lambda module, args, output: saved.update(activation=output))
     try:
@@ -51,11 +66,13 @@ def gradcam(net: ResNet3D, volumes: np.ndarray, targets: np.ndarray, device: tor
     return np.stack([upsample(positive_part(c), volumes.shape[1:]) for c in cam])
 
 
-def model_hooks(run_dir: Path, classes, *, device: torch.device, random_weights: bool = False) -> ModelHooks:
-    return hooks_for(load_network(run_dir, random_weights=random_weights), classes, device)
+def model_hooks(run_dir: Path, classes, *, device: torch.device, random_weights: bool = False,
+                gradcam_layer: str | None = None) -> ModelHooks:
+    layer = resolve_gradcam_layer(gradcam_layer)  # checked before the model is loaded
+    return hooks_for(load_network(run_dir, random_weights=random_weights), classes, device, layer)
 
 
-def hooks_for(net: ResNet3D, classes, device: torch.device) -> ModelHooks:
+def hooks_for(net: ResNet3D, classes, device: torch.device, layer: str = GRADCAM_LAYER) -> ModelHooks:
     net = net.to(device).eval()
 
     def predict(volumes: np.ndarray) -> np.ndarray:  # fp32: maps compare best without autocast noise
@@ -63,4 +80,4 @@ def hooks_for(net: ResNet3D, classes, device: torch.device) -> ModelHooks:
             return predict_probabilities(net, volumes, batch_size=len(volumes), precision="fp32", device=device,
                                          channels_last=False)
 
-    return ModelHooks(MODEL, list(classes), predict, lambda v, t: gradcam(net, v, t, device), GRADCAM_LAYER)
+    return ModelHooks(MODEL, list(classes), predict, lambda v, t: gradcam(net, v, t, device, layer), layer)

@@ -26,6 +26,10 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
                              "transformer: the token grid); occlusion: probability drop when a cube is hidden "
                              "(default: gradcam)")
     parser.add_argument("--target", help="class whose evidence to map (default: each input's predicted class)")
+    parser.add_argument("--gradcam-layer",
+                        help="gradcam: the layer whose activations are weighed (ResNet: layer2..layer11, the "
+                             "stage outputs, default layer11; a finer grid, e.g. layer6 at half the input "
+                             "resolution, localises small findings better; the transformer has one grid)")
     defaults = OcclusionConfig()
     parser.add_argument("--occlusion-size", type=int, default=defaults.size,
                         help=f"occlusion cube edge in model-grid voxels (default: {defaults.size})")
@@ -47,7 +51,8 @@ def explain_config(args: argparse.Namespace) -> ExplainConfig:
     occlusion = OcclusionConfig(size=args.occlusion_size, stride=args.occlusion_stride,
                                 baseline=args.occlusion_baseline, batch_size=args.batch_size)
     return ExplainConfig(method=args.method, target=args.target, occlusion=occlusion,
-                         random_weights=args.random_weights, batch_size=args.batch_size)
+                         random_weights=args.random_weights, batch_size=args.batch_size,
+                         gradcam_layer=args.gradcam_layer)
 
 
 def run_explain(args: argparse.Namespace, model: str, make_hooks: Callable[..., ModelHooks]) -> Path:
@@ -70,7 +75,8 @@ def run_explain(args: argparse.Namespace, model: str, make_hooks: Callable[..., 
     else:
         items = files_inputs(args.inputs, args.manifest, record.data.preprocess)
     items = items[:args.limit] if args.limit else items
-    hooks = make_hooks(args.run_dir, record.data.classes, random_weights=config.random_weights)
+    hooks = make_hooks(args.run_dir, record.data.classes, random_weights=config.random_weights,
+                       gradcam_layer=config.gradcam_layer)
     from common.explain.checks import lesion_masks
 
     # Where the lesions are known (the demo's planted ones), the figures outline them.

@@ -49,10 +49,13 @@ class ExplainConfig:
     occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)
     random_weights: bool = False  # the sanity check's model: same architecture, re-initialised weights
     batch_size: int = 4  # inputs per gradient / predict call
+    gradcam_layer: str | None = None  # the layer the gradient method reads; None: the model's default
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ConfigError(f"--method {self.method}: not one of {list(METHODS)}")
+        if self.gradcam_layer is not None and self.method != "gradcam":
+            raise ConfigError(f"--gradcam-layer {self.gradcam_layer}: only --method gradcam reads a layer")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be >= 1")
 

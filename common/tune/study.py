@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,8 +101,6 @@ def space_differences(stored: dict, new: dict) -> list[str]:
 
 
 def storage_for(root: Path, url: str | None):
-    import warnings
-
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -208,7 +207,9 @@ def _wait_out_stale_trials(study, optuna) -> None:
           f"waiting up to {GRACE_SECONDS} s for their heartbeat", flush=True)
     deadline = time.monotonic() + GRACE_SECONDS + HEARTBEAT_SECONDS
     while time.monotonic() < deadline:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since 2.9
+            optuna.storages.fail_stale_trials(study)
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             return
         time.sleep(2)
