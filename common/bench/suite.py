@@ -329,7 +329,7 @@ def _render_explain(rows: list[dict]) -> list[str]:
         return []
     lines = ["## Saliency maps: seconds per volume", "",
              "Preset `small` of each model, one volume at a time on the CPU (fp32). Gradient method: one forward + "
-             "backward (ResNet: Grad-CAM on its last stage; transformer: gradient x activation on the token grid), "
+             "backward (ResNet: Grad-CAM on its default stage; transformer: gradient x activation on the token grid), "
              "after a warm-up call. Occlusion: cube 1/4 of the axis, step 1/8, batches of 16 occluded copies.", "",
              "| model | input | gradient method s | occlusion s | occlusion forward passes | occlusion / gradient |",
              "|---|---|---|---|---|---|"]

@@ -22,14 +22,14 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explain a split of the run's own data (volumes from its cache, labels known)")
     parser.add_argument("--limit", type=int, help="only the first N inputs")
     parser.add_argument("--method", choices=METHODS, default="gradcam",
-                        help="gradcam: gradients at the model's last spatial features (ResNet: last stage; "
+                        help="gradcam: gradients at the model's spatial features (ResNet: a residual stage; "
                              "transformer: the token grid); occlusion: probability drop when a cube is hidden "
                              "(default: gradcam)")
     parser.add_argument("--target", help="class whose evidence to map (default: each input's predicted class)")
     parser.add_argument("--gradcam-layer",
                         help="gradcam: the layer whose activations are weighed (ResNet: layer2..layer11, the "
-                             "stage outputs, default layer11; a finer grid, e.g. layer6 at half the input "
-                             "resolution, localises small findings better; the transformer has one grid)")
+                             "stage outputs; default layer6, at half the input resolution; layer11 is the last "
+                             "and coarsest; the transformer has one grid)")
     defaults = OcclusionConfig()
     parser.add_argument("--occlusion-size", type=int, default=defaults.size,
                         help=f"occlusion cube edge in model-grid voxels (default: {defaults.size})")
