@@ -256,7 +256,7 @@ def test_maps_of_a_trained_model_find_the_planted_signal(tmp_path, package, meth
     assert len(rows) == 7 and {r["target"] for r in rows} == {"pos"}
     if package == "torch_resnet":  # another stage: the layer named reaches the hook and explain.json
         assert json.loads((run_dir / "explain" / "gradcam" / "explain.json").read_text())["gradient_layer"] \
-            == "stages.layer6"  # the default
+            == "stages.layer5"  # the default
         assert main([*common, "--method", "gradcam", "--gradcam-layer", "layer11", "--out", str(tmp_path / "l11")]) == 0
         assert json.loads((tmp_path / "l11" / "explain.json").read_text())["gradient_layer"] == "stages.layer11"
         assert len(read_table(tmp_path / "l11")) == 7
@@ -305,7 +305,7 @@ def test_gradcam_layers_are_the_resnet_stages_and_the_transformer_has_one_grid(t
     from tf_transformer.explain import model_hooks as vit_hooks
     from torch_resnet.explain import GRADCAM_LAYER, resolve_gradcam_layer
 
-    assert resolve_gradcam_layer(None) == GRADCAM_LAYER == "stages.layer6"
+    assert resolve_gradcam_layer(None) == GRADCAM_LAYER == "stages.layer5"
     assert resolve_gradcam_layer("layer11") == resolve_gradcam_layer("stages.layer11") == "stages.layer11"
     for bad in ("layer1", "layer12", "stem", "stages.head"):
         with pytest.raises(ConfigError, match=f"--gradcam-layer {bad}: the ResNet's Grad-CAM layers are its stage"):

@@ -1,11 +1,10 @@
 """Saliency for the ResNet: Grad-CAM on a residual stage, and the predict function occlusion calls.
 
-Grad-CAM (Selvaraju et al. 2017) on `stages.layer6` by default: the last stage before the second
-downsampling, at half the input resolution (17^3 at 32^3 input). The last stage, `layer11`, is the
-textbook choice (the deepest features with a grid) but is 5^3 at 32^3, 1/6.4 of the input per axis; on
-the demo's val split its peaks missed the planted lesions (0-2 of 8) where layer6's hit them (3 of 8 for
-`small`, 8 of 8 for `small_recipe`): results/explain_demo, selected on val. `explain --gradcam-layer
-layerN` reads any stage.
+Grad-CAM (Selvaraju et al. 2017) on `stages.layer5` by default, a stage at half the input resolution
+(17^3 at 32^3 input). The last stage, `layer11`, is the textbook choice (the deepest features with a
+grid) but is 5^3 at 32^3, 1/6.4 of the input per axis; on the demo's val lesions its peaks hit 0 of 8
+(`small`) and 2 of 8 (`small_recipe`), layer5's 4 and 8 of 8, the most of any stage over both
+(results/explain_demo/gradcam_layers.md, selected on val). `explain --gradcam-layer layerN` reads any stage.
 channel weights = spatial mean of d(target logit)/d(activation); map = ReLU(sum over channels of
 weight x activation), upsampled trilinearly to the model grid.
 """
@@ -24,7 +23,7 @@ from torch_resnet import checkpoints
 from torch_resnet.model import ResNet3D, build_resnet
 from torch_resnet.train import MODEL, predict_probabilities, to_model_input
 
-GRADCAM_LAYER = "stages.layer6"  # the default; explain --gradcam-layer layerN reads another stage
+GRADCAM_LAYER = "stages.layer5"  # the default; explain --gradcam-layer layerN reads another stage
 
 
 def resolve_gradcam_layer(name: str | None) -> str:

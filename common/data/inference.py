@@ -65,13 +65,19 @@ def load_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: Pr
     return sample_ids_of(paths), np.stack(volumes)
 
 
-def write_probabilities(out: Path, sample_ids: list[str], classes: list[str], probabilities: np.ndarray) -> Path:
+def write_probabilities(out: Path, sample_ids: list[str], classes: list[str], probabilities: np.ndarray,
+                        threshold: float | None = None) -> Path:
+    """CSV of sample_id, y_pred (the run's decision rule: argmax, or class 1 at `threshold`), prob_<class>..."""
+    from common.runs.decision import decide
+
+    y_pred = decide(probabilities, threshold)
+
     def write(tmp: Path):
         with tmp.open("w", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["sample_id", "y_pred", *(f"prob_{c}" for c in classes)])
-            for sample_id, p in zip(sample_ids, probabilities):
-                writer.writerow([sample_id, classes[int(p.argmax())], *(f"{v:.6g}" for v in p)])
+            for sample_id, p, k in zip(sample_ids, probabilities, y_pred):
+                writer.writerow([sample_id, classes[int(k)], *(f"{v:.6g}" for v in p)])
 
     atomic_write(Path(out), write)
     return Path(out)

@@ -34,6 +34,7 @@ from common.evaluation.report import (
 )
 from common.models import by_name
 from common.runs.cv import read_plan
+from common.runs.decision import decide, mean_threshold
 from common.runs.record import data_identity, read_record
 from common.runs.rundir import Predictions, read_predictions
 
@@ -67,7 +68,8 @@ class CVModel:
         self.pooled = self._pool(plan)
 
     def _pool(self, plan) -> Predictions:
-        """Each sample's test probabilities averaged over seeds (it is in exactly one test fold)."""
+        """Each sample's test probabilities averaged over seeds (it is in exactly one test fold); its class by
+        its fold's decision rule (argmax, or the mean of the fold's seed runs' val thresholds)."""
         first = next(iter(self.runs.values()))[1]
         by_sample: dict[str, list] = {}
         truth, subject = {}, {}
@@ -75,14 +77,18 @@ class CVModel:
             for i, sample in enumerate(pred.sample_ids):
                 by_sample.setdefault(sample, []).append((fold, pred.probabilities[i]))
                 truth[sample], subject[sample] = pred.y_true[i], pred.subject_ids[i]
+        thresholds = {fold: mean_threshold([record.outcome.threshold for (f, _), (record, _) in self.runs.items()
+                                            if f == fold], where=f"{self.root / self.name} fold {fold}")
+                      for fold in range(plan.folds)}
         for sample, entries in by_sample.items():
             if len({fold for fold, _ in entries}) != 1 or len(entries) != len(plan.seeds):
                 raise DataError(f"sample {sample} is in the test set of folds {sorted({f for f, _ in entries})}: "
                                 "the folds do not partition the data")
         ids = sorted(by_sample)
         probabilities = np.array([np.mean([p for _, p in by_sample[s]], axis=0) for s in ids])
+        y_pred = np.array([decide(p[None], thresholds[by_sample[s][0][0]])[0] for s, p in zip(ids, probabilities)])
         return Predictions(first.path, first.classes, ids, [subject[s] for s in ids], np.array(["test"] * len(ids)),
-                           np.array([truth[s] for s in ids]), probabilities.argmax(1), probabilities)
+                           np.array([truth[s] for s in ids]), y_pred, probabilities)
 
     def fold_means(self, metric: str, folds: int) -> np.ndarray:
         """(folds,) the metric per fold, averaged over seeds."""

@@ -313,6 +313,8 @@ def facts_section(runs: list[Run]) -> str:
             ("samples / s (training)", lambda r: fmt(outcome(r, "samples_per_second"), 2)),
             ("peak memory", lambda r: _bytes(outcome(r, "peak_memory_bytes"))),
             ("best epoch (on val) / epochs run", lambda r: f"{outcome(r, 'best_epoch')} / {outcome(r, 'epochs_run')}"),
+            ("decision", lambda r: "argmax" if outcome(r, "threshold") is None else
+             f"'{r.data.classes[1]}' at p >= {outcome(r, 'threshold'):.3f} (chosen on val)"),
             ("device", lambda r: r.device),
             ("precision", lambda r: f"{r.precision.resolved} ({r.precision.reason})"),
             ("libraries", lambda r: ", ".join(f"{k} {v}" for k, v in r.versions.items())),

@@ -28,7 +28,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="class whose evidence to map (default: each input's predicted class)")
     parser.add_argument("--gradcam-layer",
                         help="gradcam: the layer whose activations are weighed (ResNet: layer2..layer11, the "
-                             "stage outputs; default layer6, at half the input resolution; layer11 is the last "
+                             "stage outputs; default layer5, at half the input resolution; layer11 is the last "
                              "and coarsest; the transformer has one grid)")
     defaults = OcclusionConfig()
     parser.add_argument("--occlusion-size", type=int, default=defaults.size,

@@ -25,6 +25,7 @@ from common.explain.geometry import save_map, to_canonical_grid, to_scan_grid
 from common.explain.inputs import ExplainInput
 from common.explain.maps import peak_voxel
 from common.explain.occlusion import OcclusionConfig, forward_passes, occlusion_map
+from common.runs.decision import decide
 
 METHODS = ("gradcam", "occlusion")
 TABLE = "saliency.csv"
@@ -96,7 +97,8 @@ def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainCon
     volumes = np.stack([item.volume for item in items])
     probabilities = predict_all(volumes, hooks, config.batch_size)
     chosen = config.target_index(hooks.classes)
-    targets = probabilities.argmax(axis=1) if chosen is None else np.full(len(items), chosen)
+    predicted = decide(probabilities, run_threshold(run_dir))  # the run's decision rule, as predict applies it
+    targets = predicted if chosen is None else np.full(len(items), chosen)
     start = time.perf_counter()
     maps = compute_maps(volumes, targets, hooks, config)
     seconds = time.perf_counter() - start
@@ -104,7 +106,7 @@ def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainCon
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        rows = [_write_one(tmp, item, model_map, int(target), probabilities[n], hooks.classes,
+        rows = [_write_one(tmp, item, model_map, int(target), probabilities[n], int(predicted[n]), hooks.classes,
                            lesion=(lesions or {}).get(item.sample_id))
                 for n, (item, model_map, target) in enumerate(zip(items, maps, targets))]
         _write_table(tmp / TABLE, rows)
@@ -124,14 +126,24 @@ def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainCon
     return out
 
 
+def run_threshold(run_dir: Path) -> float | None:
+    """The run's decision threshold (common.runs.decision), None for argmax or a run without a record."""
+    from common.runs.record import is_run_dir, read_record
+
+    if not is_run_dir(run_dir):
+        return None
+    outcome = read_record(run_dir).outcome
+    return outcome.threshold if outcome else None
+
+
 def _write_one(folder: Path, item: ExplainInput, model_map: np.ndarray, target: int, probabilities: np.ndarray,
-               classes: Sequence[str], *, lesion: Path | None = None) -> dict:
+               predicted_index: int, classes: Sequence[str], *, lesion: Path | None = None) -> dict:
     stem = file_stem(item.sample_id)
     scan_map = to_scan_grid(model_map, item.geometry)
     (folder / "maps").mkdir(exist_ok=True)
     (folder / "figures").mkdir(exist_ok=True)
     save_map(scan_map, item.geometry, folder / "maps" / f"{stem}.nii.gz")
-    predicted = classes[int(probabilities.argmax())]
+    predicted = classes[predicted_index]
     title = (f"{item.sample_id}: map for '{classes[target]}' (p={probabilities[target]:.2f}), predicted "
              f"'{predicted}'" + (f", true '{item.y_true}'" if item.y_true else ""))
     mask = None

@@ -29,7 +29,7 @@ from common.export.card import model_card
 from common.export.members import LAYOUT_FILE, member_file
 from common.models import NAMES, ModelEntry, by_name, by_package
 from common.runs.cv import PLAN_FILE, child_error
-from common.runs.ensemble import ensemble_members
+from common.runs.ensemble import ensemble_members, ensemble_threshold
 from common.runs.record import RunRecord, is_run_dir, now_utc, read_record
 from common.runs.typed import to_jsonable
 
@@ -98,6 +98,17 @@ def export_bundle(path: Path, out: Path) -> Path:
     return out
 
 
+def decision_of(members: list[tuple[Path, RunRecord]]) -> dict:
+    """How the bundle's probabilities become a class, as the runs decided (common.runs.decision)."""
+    threshold = ensemble_threshold(members)
+    if threshold is None:
+        return {"rule": "argmax"}
+    positive = members[0][1].data.classes[1]
+    return {"rule": "threshold", "class": positive, "threshold": threshold,
+            "note": f"predict '{positive}' when its probability is >= the threshold (chosen on val, Youden's J; "
+                    "the mean over the members)"}
+
+
 def write_bundle_files(folder: Path, entry: ModelEntry, members: list[tuple[Path, RunRecord]]) -> None:
     first = members[0][1]
     layout = json.loads((folder / LAYOUT_FILE).read_text())
@@ -128,7 +139,8 @@ def write_bundle_files(folder: Path, entry: ModelEntry, members: list[tuple[Path
                   "shape": list(first.data.preprocess.shape), "dtype": "float32",
                   "value_range": f"after '{first.data.preprocess.normalize}' normalisation"},
         "output": {"name": "logits", "classes": list(first.data.classes),
-                   "probabilities": "softmax of each member's logits, averaged over the members"},
+                   "probabilities": "softmax of each member's logits, averaged over the members",
+                   "decision": decision_of(members)},
         "ensemble": "one graph per member; probabilities averaged" if len(members) > 1 else "a single run",
         "members": member_rows,
         "onnx": {"opset": layout["opset"], "onnx": layout["onnx"], "exporter": "torch.onnx (dynamo)",

@@ -8,6 +8,7 @@ from common.evaluation.formatting import fmt
 def model_card(metadata: dict) -> str:
     model, data, members = metadata["model"], metadata["data"], metadata["members"]
     classes = ", ".join(f"`{c}`" for c in metadata["output"]["classes"])
+    decision = metadata["output"].get("decision", {"rule": "argmax"})
     lines = [f"# {model['label']} ({model['preset']}): {metadata['task']}", "",
              "## Intended use",
              f"Research use: scores 3D volumes (NIfTI) into the classes {classes}, on data like the training data "
@@ -23,7 +24,10 @@ def model_card(metadata: dict) -> str:
              "## Input and output",
              f"- input: `{metadata['input']['layout']}` float32, spatial shape {metadata['input']['shape']}, "
              f"{metadata['input']['value_range']}; dynamic batch; ONNX opset {metadata['onnx']['opset']}",
-             f"- output: logits over {classes}", "",
+             f"- output: logits over {classes}",
+             "- predicted class: " + (f"'{decision['class']}' when its probability is >= {decision['threshold']:.4f} "
+                                      "(chosen on val: Youden's J), else the other"
+                                      if decision["rule"] == "threshold" else "the most probable (argmax)"), "",
              "## Training data",
              f"- {data.get('credit') or 'source: ' + str(data.get('source'))}",
              f"- content hash `{data.get('content_hash')}`; class counts {data.get('class_counts')}", "",

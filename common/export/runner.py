@@ -60,4 +60,6 @@ def predict_with_bundle(bundle: Path, inputs: list[Path] | None, manifest: Path 
     if probabilities.shape[1] != len(classes):
         raise DataError(f"{bundle}: the graphs give {probabilities.shape[1]} outputs for {len(classes)} classes")
     print(f"bundle: {metadata['model']['label']} ({metadata['ensemble']}, {len(metadata['members'])} member(s))")
-    return write_probabilities(out, sample_ids, classes, probabilities)
+    decision = metadata["output"].get("decision", {"rule": "argmax"})  # bundles before the rule: argmax
+    threshold = decision["threshold"] if decision["rule"] == "threshold" else None
+    return write_probabilities(out, sample_ids, classes, probabilities, threshold=threshold)

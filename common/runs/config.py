@@ -23,6 +23,7 @@ from common.data.preprocess import (
 )
 from common.data.splits import SplitConfig
 from common.errors import ConfigError
+from common.runs.decision import DECISIONS
 from common.runs.schedules import SCHEDULES
 from common.runs.typed import option, validate_choices
 
@@ -136,6 +137,10 @@ class TrainConfig:
     patience: int = field(default=0, metadata=option("early stopping patience in epochs (0: off)"))
     select_metric: str = field(default="val_loss", metadata=option(
         "validation metric that selects the saved model (never test)", choices=SELECT_METRICS))
+    decision: str = field(default="argmax", metadata=option(
+        "how class probabilities become a prediction: argmax, or youden (binary tasks): predict the second "
+        "class when its probability reaches the threshold of the highest val balanced accuracy, chosen on "
+        "val at the end of training and kept in the run", choices=DECISIONS))
 
     def __post_init__(self):
         validate_choices(self)

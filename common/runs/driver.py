@@ -33,6 +33,7 @@ from common.data.dataset import PreparedDataset
 from common.errors import ConfigError, DataError
 from common.models import by_package
 from common.runs.config import RuntimeConfig, TrainConfig
+from common.runs.decision import check_decision, youden_threshold
 from common.runs.faults import kill_after_steps, kill_point, maybe_kill
 from common.runs.lock import LOCK_FILE, RunLock
 from common.runs.precision import Hardware, decide_precision
@@ -220,6 +221,7 @@ def run_training(*, build: Callable[[PrecisionDecision], ModelAdapter], **reques
     RunRequest's fields. Each step below does one job."""
     request = RunRequest(**request)
     check_batch_fits(request)
+    check_decision(request.training.decision, request.dataset.classes, request.dataset.split("val").y)
     claim = claim_run(request, choose_run_dir(request))
     try:
         adapter = build(claim.precision)
@@ -470,14 +472,19 @@ class _Loop:
             parts["sample_ids"] += split.sample_ids
             parts["subject_ids"] += split.subject_ids
             parts["y_true"].append(split.y)
+        split, y_true = np.array(parts["split"]), np.concatenate(parts["y_true"])
+        probabilities = np.concatenate(parts["probabilities"])
+        threshold = None
+        if self.training.decision == "youden":  # the operating point, chosen on val only
+            threshold = youden_threshold(y_true[split == "val"], probabilities[split == "val"])
         write_predictions(self.run_dir, classes=self.dataset.classes, split=parts["split"],
-                          sample_ids=parts["sample_ids"], subject_ids=parts["subject_ids"],
-                          y_true=np.concatenate(parts["y_true"]), probabilities=np.concatenate(parts["probabilities"]))
+                          sample_ids=parts["sample_ids"], subject_ids=parts["subject_ids"], y_true=y_true,
+                          probabilities=probabilities, threshold=threshold)
         kill_point("after_predictions")
         s = self.state
         outcome = Outcome(epochs_run=s.epochs_done, best_epoch=s.best_epoch, best_value=float(s.best_value),
                           stopped_early=s.stopped_early, train_seconds=s.train_seconds,
                           samples_per_second=s.samples_seen / s.train_seconds if s.train_seconds else None,
                           peak_memory_bytes=self.adapter.peak_memory_bytes(),
-                          predict_seconds=time.perf_counter() - started)
+                          predict_seconds=time.perf_counter() - started, threshold=threshold)
         write_record(self.run_dir, replace(record, outcome=outcome))

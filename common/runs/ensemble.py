@@ -52,6 +52,14 @@ def ensemble_members(path: Path, model: str) -> list[tuple[Path, RunRecord]]:
     return members
 
 
+def ensemble_threshold(members: list[tuple[Path, RunRecord]]) -> float | None:
+    """The decision threshold of these runs together (common.runs.decision): None for argmax runs."""
+    from common.runs.decision import mean_threshold
+
+    return mean_threshold([record.outcome.threshold if record.outcome else None for _, record in members],
+                          where=str(members[0][0].parent))
+
+
 def record_members(out: Path, members: list[tuple[Path, RunRecord]]) -> None:
     """Print the runs a prediction used, and write them beside it (<out>.members.json)."""
     names = [str(run_dir) for run_dir, _ in members]

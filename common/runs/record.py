@@ -81,6 +81,7 @@ class Outcome:
     samples_per_second: float | None
     peak_memory_bytes: int
     predict_seconds: float
+    threshold: float | None = None  # --decision youden: class 1's probability threshold, chosen on val
 
 
 @dataclass(frozen=True)

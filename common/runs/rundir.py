@@ -19,6 +19,7 @@ import numpy as np
 
 from common.atomic import atomic_write, atomic_write_text
 from common.errors import DataError
+from common.runs.decision import decide
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 PREDICTION_COLUMNS = ("sample_id", "subject_id", "split", "y_true", "y_pred")
@@ -57,9 +58,12 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 def write_predictions(run_dir: Path, *, classes: Sequence[str], split: Sequence[str], sample_ids: Sequence[str],
-                      subject_ids: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray) -> None:
-    """probabilities: (N, n_classes) softmax outputs; y_pred is their argmax."""
+                      subject_ids: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray,
+                      threshold: float | None = None) -> None:
+    """probabilities: (N, n_classes) softmax outputs; y_pred by the run's decision rule (common.runs.decision:
+    their argmax, or class 1 at a val-chosen threshold)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    y_pred = decide(probabilities, threshold)
     if probabilities.shape != (len(sample_ids), len(classes)):
         raise ValueError(f"probabilities shape {probabilities.shape} != ({len(sample_ids)}, {len(classes)})")
 
@@ -69,7 +73,7 @@ def write_predictions(run_dir: Path, *, classes: Sequence[str], split: Sequence[
             writer.writerow([*PREDICTION_COLUMNS, *(f"prob_{c}" for c in classes)])
             for i in range(len(sample_ids)):
                 writer.writerow([sample_ids[i], subject_ids[i], split[i], classes[int(y_true[i])],
-                                 classes[int(probabilities[i].argmax())], *(f"{p:.6g}" for p in probabilities[i])])
+                                 classes[int(y_pred[i])], *(f"{p:.6g}" for p in probabilities[i])])
 
     atomic_write(Path(run_dir) / "predictions.csv", write)
 

@@ -8,6 +8,7 @@ Selection: the highest val pointing game; a tie goes to the deepest stage (the m
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -21,8 +22,9 @@ LAYERS = [f"layer{n}" for n in range(3, 12)]
 def game(run_dir: Path, split: str, layer: str):
     out = run_dir / "explain" / f"{split}-{layer}"
     if not (out / "saliency.csv").is_file():
-        code = resnet_main(["explain", "--run-dir", str(run_dir), "--split", split, "--method", "gradcam",
-                            "--target", "lesion", "--gradcam-layer", layer, "--out", str(out)])
+        with contextlib.redirect_stdout(sys.stderr):  # explain's progress: not part of the table
+            code = resnet_main(["explain", "--run-dir", str(run_dir), "--split", split, "--method", "gradcam",
+                                "--target", "lesion", "--gradcam-layer", layer, "--out", str(out)])
         if code != 0:
             raise SystemExit(f"explain {run_dir} {split} {layer}: exit {code}")
     return pointing_game(out, lesion_masks(read_record(run_dir), None))
