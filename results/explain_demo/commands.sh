@@ -38,6 +38,9 @@ check() {
   $PY -m common check-maps $ROOT/resnet $ROOT/resnet-recipe $ROOT/vit --out $OUT
   $PY -m common report $ROOT/vit $ROOT/resnet --out-root results --name explain_demo \
     --title "Synthetic demo: what the models look at"
+  # summary.json: "selected" marks each model's default settings (nothing here is selected on val)
+  $PY -m common.evaluation.summary $ROOT/vit $ROOT/resnet $ROOT/resnet-recipe --out $OUT/summary.json \
+    --selected vit resnet
   mkdir -p $OUT/figures
   rm -f $OUT/figures/*.png
   # Two lesion volumes of the test split, every model x method, for the README.
