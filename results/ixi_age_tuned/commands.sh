@@ -20,13 +20,18 @@ case ${1:-} in
   tune)
     $PY -m common tune "${TUNE[@]}" "${DATA[@]}" \
       --transformer-args "--preset small_recipe_strided" --resnet-args "--preset small_recipe_strided" ;;
-  report)
+  report)  # the tuning report, the tuned pair's cv report and summary, and the hand-tuned configurations beside them
     mkdir -p results/$NAME
-    cp $ROOT/$NAME/tuning.md results/$NAME/tuning.md
-    cp $ROOT/$NAME/selected.json results/$NAME/selected.json
+    cp $ROOT/$NAME/tuning.md $ROOT/$NAME/tuning.json $ROOT/$NAME/selected.json results/$NAME/
     cp $ROOT/$NAME/*.png results/$NAME/ 2>/dev/null || true
     $PY -m common report $ROOT/$NAME/cv --out-root results/$NAME --name cv \
-      --title "IXI age group, 64^3, 5-fold CV of each model's tuned configuration"
-    $PY -m common.evaluation.summary $ROOT/$NAME/cv --out results/$NAME/summary.json --selected cv ;;
+      --title "IXI age group, 64^3, 5-fold CV: each model's Optuna-tuned configuration"
+    $PY -m common.evaluation.summary $ROOT/$NAME/cv --out results/$NAME/summary.json --selected cv
+    # Against the hand-tuned configurations of results/ixi_age_cv64 (the same folds): val (tables) and test
+    ln -sfn "$(realpath $ROOT/$NAME/cv)" runs/cv64/ixi_age_cv64-optuna
+    $PY results/ixi_age_cv/tables.py runs/cv64 ixi_age_cv64 > results/$NAME/tables.md
+    $PY -m common report runs/cv64/ixi_age_cv64-vit-strided-lr5e-4 runs/cv64/ixi_age_cv64-resnet-strided-long \
+      $ROOT/$NAME/cv --out-root results/$NAME --name against_hand_tuned \
+      --title "IXI age group, 64^3, 5-fold CV: Optuna-tuned against hand-tuned configurations" ;;
   *) echo "usage: $0 tune | report" >&2; exit 2 ;;
 esac
