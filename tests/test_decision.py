@@ -92,8 +92,8 @@ def test_a_youden_run_keeps_its_val_threshold_and_every_prediction_follows_it(bi
     # predict on new volumes and the ONNX bundle's metadata decide the same way
     members = [(youden, record)]
     assert ensemble_threshold(members) == pytest.approx(0.3)
-    out = write_probabilities(tmp_path / "p.csv", ["x", "y"], ["a", "b"], np.array([[0.65, 0.35], [0.8, 0.2]]),
-                              threshold=ensemble_threshold(members))
+    new = np.array([[0.65, 0.35], [0.8, 0.2]])
+    out = write_probabilities(tmp_path / "p.csv", ["x", "y"], ["a", "b"], new, decide(new, ensemble_threshold(members)))
     assert [line.split(",")[1] for line in out.read_text().splitlines()[1:]] == ["b", "a"]
     assert decision_of(members) == {"rule": "threshold", "class": "b", "threshold": pytest.approx(0.3),
                                     "note": decision_of(members)["note"]}

@@ -244,3 +244,18 @@ def test_no_committed_report_shows_a_machine_path():
     offenders = [str(p.relative_to(root)) for p in files if p.suffix in (".md", ".json", ".csv", ".txt", ".html")
                  and p.is_file() and pattern.search(p.read_text(errors="replace"))]
     assert offenders == []
+
+
+def test_a_summary_names_its_data_without_a_machine_path(tmp_path):
+    from dataclasses import replace
+
+    from common.evaluation.summary import summary_location
+    from tests.conftest import fake_record
+
+    data = fake_record().data  # the demo
+    assert summary_location(data, tmp_path) == "demo"
+    absolute = replace(data, source="manifest", location=str(tmp_path / "data" / "labels.csv"))
+    assert summary_location(absolute, tmp_path / "results" / "x") == "../../data/labels.csv"
+    assert summary_location(absolute, None) == "labels.csv"
+    typed = replace(data, source="manifest", location="../shared/data/ixi/labels.csv")  # as typed: kept
+    assert summary_location(typed, tmp_path) == "../shared/data/ixi/labels.csv"

@@ -9,6 +9,7 @@ import numpy as np
 
 from common.data.inference import load_inputs, write_probabilities
 from common.errors import ConfigError
+from common.runs.decision import decide
 from common.runs.ensemble import ensemble_members, ensemble_threshold, record_members
 from tf_transformer.model_file import load_selected_model
 from tf_transformer.train import MODEL, MODEL_FILE, predict_probabilities
@@ -44,6 +45,6 @@ def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | Non
     sample_ids, volumes = load_inputs(inputs, manifest, first.data.preprocess, workers=workers)
     probabilities = np.mean([predict_probabilities(m, volumes, batch_size=batch_size) for m in models], axis=0)
     written = write_probabilities(out, sample_ids, list(first.data.classes), probabilities,
-                                  threshold=ensemble_threshold(members))
+                                  decide(probabilities, ensemble_threshold(members)))
     record_members(written, members)
     return written

@@ -9,6 +9,7 @@ import torch
 
 from common.data.inference import load_inputs, write_probabilities
 from common.errors import ConfigError
+from common.runs.decision import decide
 from common.runs.ensemble import ensemble_members, ensemble_threshold, record_members
 from torch_resnet import checkpoints
 from torch_resnet.model import build_resnet
@@ -36,8 +37,9 @@ def predict_files(run_dir: Path, inputs: list[Path] | None, manifest: Path | Non
     for member_dir, record in members:
         probabilities = _predict_one(member_dir, record, volumes.astype(np.float32), batch_size, torch_device)
         total = probabilities if total is None else total + probabilities
-    written = write_probabilities(out, sample_ids, list(first.data.classes), total / len(members),
-                                  threshold=ensemble_threshold(members))
+    probabilities = total / len(members)
+    written = write_probabilities(out, sample_ids, list(first.data.classes), probabilities,
+                                  decide(probabilities, ensemble_threshold(members)))
     record_members(written, members)
     return written
 

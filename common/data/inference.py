@@ -66,11 +66,8 @@ def load_inputs(inputs: list[Path] | None, manifest: Path | None, preprocess: Pr
 
 
 def write_probabilities(out: Path, sample_ids: list[str], classes: list[str], probabilities: np.ndarray,
-                        threshold: float | None = None) -> Path:
-    """CSV of sample_id, y_pred (the run's decision rule: argmax, or class 1 at `threshold`), prob_<class>..."""
-    from common.runs.decision import decide
-
-    y_pred = decide(probabilities, threshold)
+                        y_pred: np.ndarray) -> Path:
+    """CSV of sample_id, y_pred (class indices, by the run's decision rule: common.runs.decision), prob_<class>..."""
 
     def write(tmp: Path):
         with tmp.open("w", newline="") as f:

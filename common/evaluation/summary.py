@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -101,7 +102,18 @@ def mark_selected(summary: dict, selected: list[str]) -> dict:
     return summary
 
 
-def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
+def summary_location(data, out_dir: Path | None) -> str:
+    """The data's location without any machine's absolute path: "demo", or a path relative to the summary's
+    folder (as recorded when it was relative: relative to where the run started)."""
+    if data.source == "demo":
+        return "demo"
+    location = Path(data.location)
+    if location.is_absolute():
+        return os.path.relpath(location, Path(out_dir).resolve()) if out_dir is not None else location.name
+    return str(location)
+
+
+def summarise(paths: list[Path], *, n_resamples: int = 1000, out_dir: Path | None = None) -> dict:
     from common.evaluation.cv_report import cv_folders_among, load_cv_models
 
     models: dict[str, dict] = {}
@@ -149,7 +161,7 @@ def summarise(paths: list[Path], *, n_resamples: int = 1000) -> dict:
     for entry in models.values():
         entry.setdefault("selected", False)  # mark_selected names the chosen ones
     return {"schema": SCHEMA, "protocol": protocol,
-            "dataset": {"source": dataset.source, "location": dataset.location, "name": dataset.name,
+            "dataset": {"source": dataset.source, "location": summary_location(dataset, out_dir), "name": dataset.name,
                         "classes": list(dataset.classes), "shape": list(dataset.preprocess.shape),
                         "data_hash": dataset.data_hash, "content_hash": data_identity(dataset)},
             "models": models}
@@ -165,7 +177,8 @@ def main(argv=None) -> int:
                         help="the entries the selection on val chose (entry label, cv folder or run directory name)")
     args = parser.parse_args(argv)
     try:
-        summary = mark_selected(summarise(args.paths, n_resamples=args.bootstrap), args.selected)
+        summary = mark_selected(summarise(args.paths, n_resamples=args.bootstrap, out_dir=args.out.parent),
+                                args.selected)
         validate(summary, origin=str(args.out))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from common.data.inference import load_inputs, write_probabilities
 from common.data.preprocess import PreprocessConfig
 from common.errors import DataError
 from common.export.bundle import CLASSES_FILE, PREPROCESS_FILE, read_bundle
+from common.runs.decision import decide
 from common.runs.typed import from_jsonable
 
 
@@ -62,4 +63,4 @@ def predict_with_bundle(bundle: Path, inputs: list[Path] | None, manifest: Path 
     print(f"bundle: {metadata['model']['label']} ({metadata['ensemble']}, {len(metadata['members'])} member(s))")
     decision = metadata["output"].get("decision", {"rule": "argmax"})  # bundles before the rule: argmax
     threshold = decision["threshold"] if decision["rule"] == "threshold" else None
-    return write_probabilities(out, sample_ids, classes, probabilities, threshold=threshold)
+    return write_probabilities(out, sample_ids, classes, probabilities, decide(probabilities, threshold))
