@@ -237,3 +237,23 @@ def test_tune_options_reach_the_plan_and_the_study(tmp_path, monkeypatch):
     shared = optuna.load_study(study_name="resnet", storage=storage)  # the study lives where --storage says
     assert len(shared.trials) == 2 and shared.direction == optuna.study.StudyDirection.MINIMIZE
     assert not (root / "study.db").exists()
+
+
+def test_the_tuning_report_lists_every_trial_with_its_state_value_and_folds():
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from common.tune.report import trials_table
+
+    lr = {"lr": FloatDistribution(1e-4, 3e-3, log=True)}
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.91, params={"lr": 1e-3}, distributions=lr,
+                                 intermediate_values={0: 0.95, 1: 0.93, 2: 0.91}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, params={"lr": 2e-3}, distributions=lr,
+                                 intermediate_values={0: 0.88}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"lr": 5e-4}, distributions=lr))
+    rows = trials_table(study, _plan())
+    assert rows[0] == "| trial | state | mean val auc | folds | lr |"
+    assert rows[2:5] == ["| 0 | complete | 0.9100 | 3 | 0.001 |", "| 1 | pruned | 0.8800 | 1 | 0.002 |",
+                         "| 2 | fail |  | 0 | 0.0005 |"]

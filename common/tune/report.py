@@ -27,6 +27,23 @@ def budget_of(root: Path, model: str) -> dict:
     return {"runs": runs, "train_seconds": round(seconds, 1), "devices": sorted(devices)}
 
 
+def trials_table(study, plan: TunePlan) -> list[str]:
+    """Every trial: its state, its value (a pruned trial's: the running mean at the fold it stopped after), the
+    folds it ran, and its parameters."""
+    names = sorted({name for trial in study.trials for name in trial.params})
+    lines = [f"| trial | state | mean val {plan.objective} | folds | " + " | ".join(names) + " |",
+             "|---|---|---|---|" + "---|" * len(names)]
+    for trial in study.trials:
+        steps = trial.intermediate_values
+        value = trial.value if trial.value is not None else (steps[max(steps)] if steps else None)
+        cells = [f"{trial.params[n]:.3g}" if isinstance(trial.params.get(n), float) else str(trial.params.get(n, ""))
+                 for n in names]
+        lines.append(f"| {trial.number} | {trial.state.name.lower()} | {'' if value is None else f'{value:.4f}'} | "
+                     f"{len(steps)} | " + " | ".join(cells) + " |")
+    return [*lines, "", "A failed trial is one a killed `tune` left running; it ran again as a new trial with "
+            "the same parameters, and its finished folds were not trained again.", ""]
+
+
 def trial_counts(study) -> dict[str, int]:
     return dict(Counter(trial.state.name.lower() for trial in study.trials))
 
@@ -98,6 +115,7 @@ def write_tuning_report(root: Path, plan: TunePlan, studies: dict) -> Path:
                   else f"| {name} | {value} | {weights.get(name, float('nan')):.3f} |" for name, value in
                   sorted(best.params.items())]
         lines += ["", f"![{label}: optimisation history]({figure.name})", ""]
+        lines += trials_table(study, plan)
     atomic_write_text(root / "tuning.json", json.dumps(summary, indent=1, default=str))
     out = root / "tuning.md"
     atomic_write_text(out, "\n".join(lines) + "\n")
