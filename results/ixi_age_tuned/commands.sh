@@ -31,7 +31,7 @@ case ${1:-} in
     ln -sfn "$(realpath $ROOT/$NAME/cv)" runs/cv64/ixi_age_cv64-optuna
     $PY results/ixi_age_cv/tables.py runs/cv64 ixi_age_cv64 > results/$NAME/tables.md
     $PY -m common report runs/cv64/ixi_age_cv64-vit-strided-lr5e-4 runs/cv64/ixi_age_cv64-resnet-strided-long \
-      $ROOT/$NAME/cv --out-root results/$NAME --name against_hand_tuned \
+      runs/cv64/ixi_age_cv64-optuna --out-root results/$NAME --name against_hand_tuned \
       --title "IXI age group, 64^3, 5-fold CV: Optuna-tuned against hand-tuned configurations" ;;
   *) echo "usage: $0 tune | report" >&2; exit 2 ;;
 esac
