@@ -80,4 +80,5 @@ def run_explain(args: argparse.Namespace, model: str, make_hooks: Callable[..., 
     from common.explain.checks import lesion_masks
 
     # Where the lesions are known (the demo's planted ones), the figures outline them.
-    return explain_run(items, hooks, config, out, run_dir=args.run_dir, lesions=lesion_masks(record, None))
+    return explain_run(items, hooks, config, out, run_dir=args.run_dir, lesions=lesion_masks(record, None),
+                       threshold=record.outcome.threshold if record.outcome else None)

@@ -89,7 +89,8 @@ def file_stem(sample_id: str) -> str:
 
 
 def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainConfig, out: Path, *,
-                run_dir: Path, progress: bool = True, lesions: dict[str, Path] | None = None) -> Path:
+                run_dir: Path, progress: bool = True, lesions: dict[str, Path] | None = None,
+                threshold: float | None = None) -> Path:
     """Write out/{maps/<id>.nii.gz, figures/<id>.png, saliency.csv, explain.json}; all or nothing: built in a
     temporary folder beside `out`, then swapped in. `lesions` (sample id -> mask on the scan's grid): their
     outline is drawn on the figures."""
@@ -97,7 +98,7 @@ def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainCon
     volumes = np.stack([item.volume for item in items])
     probabilities = predict_all(volumes, hooks, config.batch_size)
     chosen = config.target_index(hooks.classes)
-    predicted = decide(probabilities, run_threshold(run_dir))  # the run's decision rule, as predict applies it
+    predicted = decide(probabilities, threshold)  # the run's decision rule (outcome.threshold), as predict applies it
     targets = predicted if chosen is None else np.full(len(items), chosen)
     start = time.perf_counter()
     maps = compute_maps(volumes, targets, hooks, config)
@@ -124,16 +125,6 @@ def explain_run(items: list[ExplainInput], hooks: ModelHooks, config: ExplainCon
     if progress:
         print(f"{config.method}: {len(items)} map(s), {seconds / len(items):.2f} s per volume -> {out}")
     return out
-
-
-def run_threshold(run_dir: Path) -> float | None:
-    """The run's decision threshold (common.runs.decision), None for argmax or a run without a record."""
-    from common.runs.record import is_run_dir, read_record
-
-    if not is_run_dir(run_dir):
-        return None
-    outcome = read_record(run_dir).outcome
-    return outcome.threshold if outcome else None
 
 
 def _write_one(folder: Path, item: ExplainInput, model_map: np.ndarray, target: int, probabilities: np.ndarray,
