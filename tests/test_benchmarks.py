@@ -40,6 +40,10 @@ def test_quick_benchmark_writes_every_section(tmp_path, monkeypatch):
     assert "failed" not in text
     assert "Skipped: needs T1 brain MRI; synthetic demo" in text and "VOLCLS_BENCH_DATA not set" in text
     assert "2 processes vs 1" in text and "Checkpointing needs" in text
+    from common.bench.claims import CLAIMS, _section  # the README's numbers can be read from a fresh render
+    for claim in CLAIMS:
+        if not claim.section.startswith("t1-linear"):  # skipped here: no T1 MRI given
+            assert re.search(claim.pattern, _section(text, claim.section, "quick"), flags=re.M), claim.name
     assert "| torch_resnet | 16^3 |" in text and "| tf_transformer | 16^3 |" in text
     for model in ("ResNet", "Transformer"):  # every preset costed, against `small` at 32^3 (1.00x itself)
         assert f"| {model} | `small` | 32^3 |" in text and f"| {model} | `small_recipe_strided` | 32^3 |" in text
@@ -120,3 +124,35 @@ def test_t1_linear_section_renders_a_measurement_and_a_skip():
     text = "\n".join(_render_t1_linear(measured))
     assert "| 2 | 12.5 | 6.2 |" in text and "2 processes vs 1: **1.60x**" in text and "0.500-0.600" in text
     assert "Skipped: needs T1 brain MRI" in "\n".join(_render_t1_linear({"skipped": "needs T1 brain MRI; demo"}))
+
+
+def test_readme_performance_numbers_are_the_ones_benchmarks_md_measured():
+    """Every number the README quotes from BENCHMARKS.md is marked and equal to it (`make bench` rewrites them)."""
+    from common.bench.claims import differences, measured, rewrite
+
+    readme = (ROOT / "README.md").read_text()
+    values = measured((ROOT / "BENCHMARKS.md").read_text())
+    assert differences(readme, values) == []
+    assert rewrite(readme, values) == readme
+
+
+def test_claims_rewrite_a_drifted_number_and_refuse_unknown_or_missing_ones(tmp_path):
+    from common.bench.claims import CLAIMS, ClaimError, main, measured
+
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    drifted = benchmarks.replace("Checkpointing needs **", "Checkpointing needs **9")  # 36% -> 936%
+    readme = tmp_path / "README.md"
+    markers = " ".join(f"<!--bench:{claim.name}-->?<!--/bench-->" for claim in CLAIMS)
+    readme.write_text(f"Intro.\n{markers}\n")
+    (tmp_path / "BENCHMARKS.md").write_text(drifted)
+    args = ["--benchmarks", str(tmp_path / "BENCHMARKS.md"), "--readme", str(readme)]
+    assert main([*args, "--check"]) == 1 and "?<!--/bench-->" in readme.read_text()  # --check writes nothing
+    assert main(args) == 0
+    assert "<!--bench:checkpointing_memory-->9" in readme.read_text() and main([*args, "--check"]) == 0
+
+    readme.write_text(readme.read_text() + "<!--bench:no_such_claim-->1<!--/bench-->")
+    assert main(args) == 2
+    with pytest.raises(ClaimError, match="compile_speedup.*reworded"):
+        measured(benchmarks.replace("Compiled steps are", "Compiled steps run"))
+    with pytest.raises(ClaimError, match="no section '## Does torch.compile"):
+        measured(benchmarks.replace("## Does torch.compile", "## Torch compile"))
