@@ -12,6 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as every CLI sets it (tf_transformer/keras_state.py)
 if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
     # `make test` runs one worker per core (pytest-xdist): each worker, and every process it starts, computes
     # on one thread, so two workers do not oversubscribe the cores (OpenMP threads spin while they wait).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import typing
 from pathlib import Path
 
@@ -366,3 +367,16 @@ def test_dataset_name_and_licence_reach_the_record(make_manifest, cache_root, tm
     _, run_dir = _drive(tmp_path, prepared, [np.full(n, 0.9)], epochs=1)
     data = read_record(run_dir).data
     assert (data.name, data.licence) == ("Lab scans 2026", "CC BY 4.0, the lab")
+
+
+def test_tensorflow_starts_with_onednn_kernels_unless_the_environment_says(monkeypatch):
+    """TensorFlow enables oneDNN itself only on AVX512-VNNI/BF16/AMX CPUs; the project asks for it everywhere
+    (11x on an AVX2-only CPU), and an explicit TF_ENABLE_ONEDNN_OPTS of the user's is kept."""
+    from tf_transformer.keras_state import ONEDNN_VARIABLE, cpu_kernels, select_backend
+
+    monkeypatch.delenv(ONEDNN_VARIABLE, raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    select_backend(None)
+    assert os.environ[ONEDNN_VARIABLE] == "1"
+    monkeypatch.setenv(ONEDNN_VARIABLE, "0")
+    assert cpu_kernels() == "0" and os.environ[ONEDNN_VARIABLE] == "0"

@@ -197,6 +197,9 @@ def main(argv=None) -> None:
         suite(args.quick, args.json_dir)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tf_transformer.keras_state import cpu_kernels
+
+    cpu_kernels()  # as training does: the numbers are those of the kernels a run uses
     if args.plan:
         print(json.dumps(plan(args.shape)))
         return

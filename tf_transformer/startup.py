@@ -28,6 +28,9 @@ def _stderr_silenced():
 def start_backend(*, verbose: bool = False) -> None:
     """Import keras and its backend and list the devices once (where TensorFlow logs its start-up)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    from tf_transformer.keras_state import cpu_kernels
+
+    cpu_kernels()
     if verbose:
         return
     with _stderr_silenced():
