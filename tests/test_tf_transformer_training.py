@@ -35,6 +35,8 @@ def test_training_writes_the_run_directory_and_predicts(make_manifest, cache_roo
     assert set(read_predictions(run_dir).split) == {"val", "test"}
     record = read_record(run_dir)
     assert record.model == "tf_transformer" and record.options["backend"] == keras.backend.backend()
+    if keras.backend.backend() == "tensorflow":  # the kernels it ran on are recorded (conftest: as the CLI sets)
+        assert record.options["kernels"] == "oneDNN"
     assert record.flops_per_sample > 0 and record.outcome.best_epoch >= 1
     out = tmp_path / "new.csv"
     assert main(["predict", "--run-dir", str(run_dir), "--manifest", str(manifest), "--out", str(out)]) == 0

@@ -7,6 +7,7 @@ driver's per-step hook), precision policies and tf.distribute / keras.distributi
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -30,7 +31,7 @@ from common.runs.record import PrecisionDecision
 from tf_transformer.config import TransformerConfig
 from tf_transformer.data import KerasBatches
 from tf_transformer.flops import flops_per_sample
-from tf_transformer.keras_state import precision_policy
+from tf_transformer.keras_state import ONEDNN_VARIABLE, precision_policy
 from tf_transformer.model import build_transformer, summary_lines
 from tf_transformer.model_file import load_selected_model
 from tf_transformer.options import KerasOptions
@@ -127,11 +128,20 @@ def predict_probabilities(model: keras.Model, x: np.ndarray, *, batch_size: int)
     return np.concatenate(out)
 
 
+def tensorflow_kernels() -> str | None:
+    """Which CPU kernels TensorFlow was started with, from TF_ENABLE_ONEDNN_OPTS (keras_state.cpu_kernels sets
+    it before TensorFlow starts): "oneDNN", "Eigen", or TensorFlow's own choice where it was never set (a
+    library user's process); None on the torch backend."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    return {"1": "oneDNN", "0": "Eigen"}.get(os.environ.get(ONEDNN_VARIABLE, ""), "TensorFlow's choice")
+
+
 def precision_probe(config: TransformerConfig, batch_size: int, options: KerasOptions, cache_dir: Path | None):
     """For `decide_precision`: samples/s of fp32 and mixed_bfloat16 steps, measured once per machine."""
     backend = keras.backend.backend()
     facts = {"framework": f"keras {keras.__version__} {backend}", "device": hardware().name, "model": config.to_dict(),
-             "batch": batch_size, "jit": options.jit_compile}
+             "batch": batch_size, "jit": options.jit_compile, "kernels": tensorflow_kernels()}
     cache_file = cache_dir / f"transformer-{probe_key(facts)}.json" if cache_dir else None
     return lambda fresh=False: timed_probe(
         ["fp32", "bf16"], lambda p: synthetic_training_step(config, p, batch_size=batch_size, jit_compile=options.jit),
@@ -219,7 +229,7 @@ class KerasAdapter:
         module = __import__(backend)  # tensorflow or torch (tf_transformer/startup.py: SUPPORTED_BACKENDS)
         return AdapterFacts(model_config=self.config.to_dict(), parameters=self.model.count_params(),
                             flops_per_sample=flops_per_sample(self.config), device=self._hardware.name,
-                            options={**asdict(self.options), "backend": backend},
+                            options={**asdict(self.options), "backend": backend, "kernels": tensorflow_kernels()},
                             versions={"keras": keras.__version__, backend: getattr(module, "__version__", "?")},
                             drop_last=self.options.distribute != "none")
 
