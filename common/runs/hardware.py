@@ -13,13 +13,31 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+# The vector units that decide which kernels are fast (TensorFlow enables oneDNN by itself only with the
+# last three; bf16 pays off only with AVX512-BF16 or AMX): /proc/cpuinfo flag -> name.
+VECTOR_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx512_bf16": "AVX512-BF16",
+                   "amx_tile": "AMX"}
+
+
+def vector_features(cpuinfo: str) -> list[str]:
+    """The VECTOR_FEATURES named in the first `flags` line of a /proc/cpuinfo text, in that order."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [name for flag, name in VECTOR_FEATURES.items() if flag in flags]
+    return []
+
+
 def cpu_description() -> str:
-    model = platform.processor() or platform.machine()
+    """The model name, the logical CPUs and the vector units (Linux), e.g. "AMD EPYC, 2 logical CPUs, AVX2"."""
+    model, features = platform.processor() or platform.machine(), []
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
+        cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    features = vector_features(cpuinfo)
+    return f"{model}, {os.cpu_count()} logical CPUs" + "".join(f", {name}" for name in features)
