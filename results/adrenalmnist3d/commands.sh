@@ -4,7 +4,7 @@
 # configuration's test predictions are written once by its run and read by the report at the end.
 #
 #   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | tune-resnet-stream K N | seeds-vit CONFIG | seeds-resnet CONFIG
-#                                          | seeds-one CONFIG SEED | ablation | report A B [C ...] | compare A B
+#                                          | seeds-one CONFIG SEED | ablation | report A B [C ...] | compare A B | decision
 # A finished run (its metrics.json exists) is not run again.
 set -euo pipefail -f  # -f: no globbing of the [..] in --model values
 RES=${RES:-28}
@@ -77,18 +77,28 @@ case ${1:-} in
   ablation) for name in vit-recipe vit-recipe-no-layerscale vit-recipe-no-droppath vit-recipe-patchify-stem \
                         vit-recipe-no-wd-exclusions vit-recipe-no-rotate-scale vit-recipe-no-label-smoothing; do
               train "$name" 0; done ;;
-  report)  # report A B [C ...]: the paired report of A's and B's seed-0 runs; summary.json of every seed of all
+  report)  # report A B: tables.md (the tuning) and the paired report of A's and B's seed-0 runs
     .venv/bin/python results/adrenalmnist3d/tables.py "$ROOT" > results/adrenalmnist3d/tables.md
     .venv/bin/python -m common report "$ROOT/$2-s0" "$ROOT/$3-s0" --out-root results --name adrenalmnist3d \
-      --title "AdrenalMNIST3D 28^3 (official split), seed 0 of $2 and $3"
-    runs=()
-    for config in "${@:2}"; do
-      for seed in 0 1 2; do [[ -f $ROOT/$config-s$seed/metrics.json ]] && runs+=("$ROOT/$config-s$seed"); done
-    done
-    .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out results/adrenalmnist3d/summary.json ;;
+      --title "AdrenalMNIST3D 28^3 (official split), seed 0 of $2 and $3" ;;
+  decision)  # issue 25: the selected pair with its val-chosen operating point, at 28^3 and 64^3 (every seed run)
+    .venv/bin/python results/adrenalmnist3d/decision.py runs/adrenal runs/adrenal64 > results/adrenalmnist3d/decision.md
+    for res in 28 64; do
+      root=runs/adrenal; out=results/adrenalmnist3d/models; summary=results/adrenalmnist3d/summary.json
+      vit=vit-recipe-no-rotate-scale-youden; resnet=resnet-recipe-lr2e-3-youden
+      [[ $res == 64 ]] && { root=runs/adrenal64; out=results/adrenalmnist3d/res64; summary=$out/summary.json
+                            vit=vit-strided-youden; resnet=resnet-strided-youden; }
+      .venv/bin/python -m common report "$root/$vit-s0" "$root/$resnet-s0" --out-root "$(dirname $out)" --name "$(basename $out)" \
+        --title "AdrenalMNIST3D ${res}^3 (official split): the selected transformer and ResNet, operating point chosen on val, seed 0"
+      runs=()
+      for config in $vit $resnet; do
+        for seed in 0 1 2; do [[ -f $root/$config-s$seed/metrics.json ]] && runs+=("$root/$config-s$seed"); done
+      done
+      .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out "$summary" --selected Transformer ResNet
+    done ;;
   compare)  # compare A B: the paired report of the two models' selected configurations (seed 0) -> models/
     .venv/bin/python -m common report "$ROOT/$2-s0" "$ROOT/$3-s0" --out-root results/adrenalmnist3d --name models \
       --title "AdrenalMNIST3D 28^3 (official split): the selected transformer ($2) against the selected ResNet ($3), seed 0" ;;
-  *) echo "usage: $0 tune-vit|tune-resnet|tune-resnet-stream K N|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B [C ...]|compare A B" >&2
+  *) echo "usage: $0 tune-vit|tune-resnet|tune-resnet-stream K N|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B|compare A B|decision" >&2
      exit 2 ;;
 esac
