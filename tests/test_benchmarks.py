@@ -41,8 +41,8 @@ def test_quick_benchmark_writes_every_section(tmp_path, monkeypatch):
     assert "Skipped: needs T1 brain MRI; synthetic demo" in text and "VOLCLS_BENCH_DATA not set" in text
     assert "2 processes vs 1" in text and "Checkpointing needs" in text
     from common.bench.claims import CLAIMS, _section  # the README's numbers can be read from a fresh render
-    for claim in CLAIMS:
-        if not claim.section.startswith("t1-linear"):  # skipped here: no T1 MRI given
+    for claim in CLAIMS:  # t1-linear: no T1 MRI given; torch.compile: not timed in quick mode (next test)
+        if not claim.section.startswith(("t1-linear", "Does torch.compile")):
             assert re.search(claim.pattern, _section(text, claim.section, "quick"), flags=re.M), claim.name
     assert "| torch_resnet | 16^3 |" in text and "| tf_transformer | 16^3 |" in text
     for model in ("ResNet", "Transformer"):  # every preset costed, against `small` at 32^3 (1.00x itself)
@@ -63,6 +63,14 @@ def test_compile_payback_section_renders_both_caches():
     never = "\n".join(_render_cpu_checks({"resnet_compile": {**payback, "payback_steps": None,
                                                               "payback_steps_warm": None}}))
     assert "never (compiled steps are not faster)" in never
+    from common.bench.claims import BY_NAME, CLAIMS, _section  # the README's claims read this section
+    for claim in CLAIMS:
+        if claim.section == "Does torch.compile pay back":
+            assert re.search(claim.pattern, _section(text, claim.section, "test"), flags=re.M), claim.name
+    claim = BY_NAME["compile_payback_steps"]  # either sentence
+    for rendered, expected in ((text, "about 500 steps"), (never, "never (compiled steps were not faster)")):
+        found = re.search(claim.pattern, _section(rendered, claim.section, "test"), flags=re.M)
+        assert found is not None and claim.write(found.group(1)) == expected
 
 
 def test_every_fraction_of_fp32_peak_divides_by_one_machine_peak_and_presets_cost_against_small(tmp_path):
