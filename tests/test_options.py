@@ -383,10 +383,12 @@ def test_tensorflow_starts_with_onednn_kernels_unless_the_environment_says(monke
 
 
 def test_the_machine_is_described_with_the_vector_units_that_decide_kernel_speed():
-    from common.runs.hardware import cpu_description, vector_features
+    from common.runs.hardware import cpu_description, has_bf16_units, vector_features
 
     zen4 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
     assert vector_features(zen4) == ["AVX2", "AVX-512", "AVX512-VNNI", "AVX512-BF16"]
     assert vector_features("flags : fpu sse avx2 amx_tile amx_bf16\n") == ["AVX2", "AMX"]
+    assert has_bf16_units(zen4) and has_bf16_units("flags : fpu sse avx2 amx_tile amx_bf16\n")
+    assert not has_bf16_units("flags : fpu sse avx2 fma\n") and not has_bf16_units("")
     assert vector_features("model name : an ARM core\n") == []
     assert "logical CPUs" in cpu_description()

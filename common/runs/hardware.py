@@ -28,6 +28,18 @@ def vector_features(cpuinfo: str) -> list[str]:
     return []
 
 
+def has_bf16_units(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (x86 AVX512-BF16 or AMX, from /proc/cpuinfo; False where it
+    cannot be read). Elsewhere bf16 is emulated: the recipe ResNet trained at 0.05-0.09x its fp32 speed on
+    an AVX2-only AMD EPYC."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return bool({"AVX512-BF16", "AMX"} & set(vector_features(cpuinfo)))
+
+
 def cpu_description() -> str:
     """The model name, the logical CPUs and the vector units (Linux), e.g. "AMD EPYC, 2 logical CPUs, AVX2"."""
     model, features = platform.processor() or platform.machine(), []
