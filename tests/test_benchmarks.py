@@ -15,19 +15,17 @@ def _makefile_bench_steps() -> list[list[str]]:
     return [line.strip().split()[1:] for line in recipe.splitlines() if line.strip().startswith("$(PY)")]
 
 
-@pytest.mark.slow
 def _claim_value(benchmarks: str, name: str) -> str | None:
     """The README's claim NAME as read from a BENCHMARKS.md text (None: its section has no such number)."""
-    from common.bench.claims import BY_NAME, ClaimError, _section
+    from common.bench.claims import BY_NAME, ClaimError, read_claim
 
-    claim = BY_NAME[name]
     try:
-        found = re.search(claim.pattern, _section(benchmarks, claim.section, "test"), flags=re.M)
+        return read_claim(benchmarks, BY_NAME[name], "test")
     except ClaimError:
         return None
-    return claim.write(found.group(1)) if found else None
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_every_section(tmp_path, monkeypatch):
     """`make bench-quick` as a fresh clone runs it: no real data given, so the synthetic demo (the t1-linear
     section says it was skipped, and why)."""

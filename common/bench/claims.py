@@ -97,16 +97,18 @@ def _section(benchmarks: str, heading: str, where: str) -> str:
     raise ClaimError(f"{where}: no section '## {heading}…'")
 
 
+def read_claim(benchmarks: str, claim: Claim, where: str = "BENCHMARKS.md") -> str:
+    """One claim's number as the README writes it, read from the text of BENCHMARKS.md."""
+    found = re.search(claim.pattern, _section(benchmarks, claim.section, where), flags=re.M)
+    if found is None:
+        raise ClaimError(f"{where}: section '## {claim.section}…' has no number for the README's claim "
+                         f"'{claim.name}' (pattern {claim.pattern!r}); was the section's sentence reworded?")
+    return claim.write(found.group(1))
+
+
 def measured(benchmarks: str, where: str = "BENCHMARKS.md") -> dict[str, str]:
     """Every claim's number as the README writes it, read from the text of BENCHMARKS.md."""
-    values = {}
-    for claim in CLAIMS:
-        found = re.search(claim.pattern, _section(benchmarks, claim.section, where), flags=re.M)
-        if found is None:
-            raise ClaimError(f"{where}: section '## {claim.section}…' has no number for the README's claim "
-                             f"'{claim.name}' (pattern {claim.pattern!r}); was the section's sentence reworded?")
-        values[claim.name] = claim.write(found.group(1))
-    return values
+    return {claim.name: read_claim(benchmarks, claim, where) for claim in CLAIMS}
 
 
 def rewrite(readme: str, values: dict[str, str], where: str = "README.md") -> str:

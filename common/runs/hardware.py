@@ -28,25 +28,25 @@ def vector_features(cpuinfo: str) -> list[str]:
     return []
 
 
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text ("" where there is none: not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def has_bf16_units(cpuinfo: str | None = None) -> bool:
     """Whether the CPU computes bf16 natively (x86 AVX512-BF16 or AMX, from /proc/cpuinfo; False where it
     cannot be read). Elsewhere bf16 is emulated: the recipe ResNet trained at 0.05-0.09x its fp32 speed on
     an AVX2-only AMD EPYC."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    return bool({"AVX512-BF16", "AMX"} & set(vector_features(cpuinfo)))
+    features = vector_features(_cpuinfo() if cpuinfo is None else cpuinfo)
+    return bool({"AVX512-BF16", "AMX"} & set(features))
 
 
 def cpu_description() -> str:
     """The model name, the logical CPUs and the vector units (Linux), e.g. "AMD EPYC, 2 logical CPUs, AVX2"."""
-    model, features = platform.processor() or platform.machine(), []
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
+    model, cpuinfo = platform.processor() or platform.machine(), _cpuinfo()
     for line in cpuinfo.splitlines():
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
