@@ -25,7 +25,7 @@ def _claim_value(benchmarks: str, name: str) -> str | None:
         return None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=5)
 def test_quick_benchmark_writes_every_section(tmp_path, monkeypatch):
     """`make bench-quick` as a fresh clone runs it: no real data given, so the synthetic demo (the t1-linear
     section says it was skipped, and why)."""

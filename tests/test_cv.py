@@ -60,7 +60,21 @@ def test_plan_differences_name_the_option_and_ignore_runtime_options():
                                                  "--epochs (resnet only): 60 -> (absent)"]
 
 
-@pytest.mark.slow
+def _resnet_copy(root, to, swap_folds=False):
+    """A cross-validation folder of ROOT's ResNet runs only (2 folds); with swap_folds, fold 0's runs as fold 1's."""
+    import shutil
+
+    plan = json.loads((root / "plan.json").read_text())
+    to.mkdir()
+    (to / "plan.json").write_text(json.dumps({**plan, "models": ["resnet"]}))
+    for run in (r for r in (root / "resnet").glob("fold*-seed*") if r.is_dir()):  # not the jobs' .log files
+        fold, seed = run.name.removeprefix("fold").split("-seed")
+        fold = 1 - int(fold) if swap_folds else int(fold)
+        shutil.copytree(run, to / "resnet" / f"fold{fold}-seed{seed}")
+    return to
+
+
+@pytest.mark.slow(minutes=3)
 def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys):
     from common.cli import main
     from common.runs.record import read_record
@@ -96,15 +110,12 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     resnet = summary["models"]["ResNet"]
     assert len(resnet["runs"]) == 4 and resnet["pooled_out_of_fold"]["n"] == 16
     assert resnet["mean"]["accuracy"] == pytest.approx(np.mean([r["test"]["accuracy"] for r in resnet["runs"]]))
-    # A model tuned in its own cross-validation is reported with the others when the folds match.
-    resnet_only = [a for a in command if a != "transformer"]
-    tuned = [*resnet_only[:resnet_only.index("t")], "t-lr", *resnet_only[resnet_only.index("t") + 1:],
-             "--resnet-args", "--lr 0.01"]
-    assert main(tuned) == 0
-    other_split = [*resnet_only[:resnet_only.index("t")], "t-split", *resnet_only[resnet_only.index("t") + 1:],
-                   "--split-seed", "7"]
-    assert main(other_split) == 0
-    both = tmp_path / "cv" / "t-lr"
+    # A model tuned in its own cross-validation is reported with the others when the folds match. The other
+    # folders are copies of this one's ResNet runs (what the report reads: plan, records, predictions), not
+    # new trainings: a copy under another name is such a cross-validation; with its folds swapped it held
+    # out other subjects in each fold, as another --split-seed would.
+    both = _resnet_copy(root, tmp_path / "cv" / "t-lr")
+    other_split = _resnet_copy(root, tmp_path / "cv" / "t-split", swap_folds=True)
     assert main(["report", str(root), str(both), "--out-root", str(tmp_path), "--name", "both"]) == 0
     joint = (tmp_path / "both" / "report.md").read_text()
     assert "| ResNet (t) | " in joint and "| ResNet (t-lr) | " in joint and "| Transformer | " in joint
@@ -112,7 +123,7 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     assert set(summary["models"]) == {"ResNet (t)", "ResNet (t-lr)", "Transformer"}
     assert summary["models"]["ResNet (t-lr)"]["cv_folder"] == str(both)
     capsys.readouterr()
-    assert main(["report", str(root), str(tmp_path / "cv" / "t-split"), "--out-root", str(tmp_path)]) == 2
+    assert main(["report", str(root), str(other_split), "--out-root", str(tmp_path)]) == 2
     assert "fold 0" in capsys.readouterr().err  # other held-out subjects: not comparable
     assert main(["report", str(root), str(runs[0].parent), "--out-root", str(tmp_path)]) == 2  # cv with a run
     from common.evaluation.robustness import cells_of, render

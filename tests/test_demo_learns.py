@@ -18,9 +18,11 @@ def demo_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("demo-cache")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model, precision", [("transformer", "fp32"), ("transformer", "bf16"), ("resnet", "fp32"),
-                                              ("resnet", "bf16")])
+@pytest.mark.slow(minutes=1)
+@pytest.mark.parametrize("model, precision", [
+    ("transformer", "fp32"), ("transformer", "bf16"),
+    pytest.param("resnet", "fp32", marks=pytest.mark.slow(minutes=8)),
+    pytest.param("resnet", "bf16", marks=pytest.mark.slow(minutes=8))])
 def test_default_recipe_learns_the_demo(demo_cache, tmp_path, monkeypatch, model, precision):
     if precision == "bf16" and not has_bf16_units():
         # Emulated bf16 (AVX2 only) trains 11-20x slower than fp32: 40 epochs would hold CI for hours, and the

@@ -107,8 +107,9 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, batch: int | None = None) -> dict:
-    """The largest batch of the seed ResNet that trains at `shape`^3 on `device` (bounded search, an
+def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, batch: int | None = None,
+             preset_name: str = "reference") -> dict:
+    """The largest batch of the ResNet `preset_name` that trains at `shape`^3 on `device` (bounded search, an
     out-of-memory error is a "does not fit", not a crash), then its samples/s, peak memory and model
     FLOP utilisation. `batch` skips the search (e.g. the compiled path reuses the eager path's batch:
     compiling once per trial would cost minutes)."""
@@ -118,7 +119,7 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
 
     torch_device = torch.device(device)
     precision, channels_last, compile_model = CAPACITY_PATHS[path]
-    config = preset("reference").with_data(input_shape=(shape,) * 3, num_classes=3)
+    config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=3)
 
     def make_step(batch_size: int):
         return synthetic_training_step(config, batch_size=batch_size, precision=precision,
@@ -136,7 +137,7 @@ def capacity(*, device: str, shape: int, path: str, max_batch: int, steps: int, 
     if batch is None:
         search = largest_batch(fits, max_batch)
         batch = search.largest
-    result = {"model": "torch_resnet", "preset": "reference", "shape": shape, "path": path, "precision": precision,
+    result = {"model": "torch_resnet", "preset": preset_name, "shape": shape, "path": path, "precision": precision,
               "channels_last": channels_last, "compile": compile_model, "device": device,
               "device_name": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "CPU",
               "search": search.to_dict() if search else None, "batch": batch, "torch": torch.__version__}
@@ -350,7 +351,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="capacity, loader: cpu or cuda")
     parser.add_argument("--path", choices=tuple(CAPACITY_PATHS), default="fast", help="capacity: the training path")
     parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
-    parser.add_argument("--preset", default="reference", help="loader, compile, explain, preset: the ResNet preset")
+    parser.add_argument("--preset", default="reference", help="capacity, loader, compile, explain, preset: the ResNet preset")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compile: autocast precision")
     parser.add_argument("--channels-last", action="store_true", help="compile: channels_last_3d layout")
     parser.add_argument("--cache-dir", type=Path, help="loader: a cache root to reuse (default: a temporary one)")
@@ -363,7 +364,7 @@ def main(argv=None) -> None:
         return
     if args.what == "capacity":
         result = capacity(device=args.device, shape=args.shape, path=args.path, max_batch=args.max_batch,
-                          steps=args.steps, batch=args.batch)
+                          steps=args.steps, batch=args.batch, preset_name=args.preset)
     elif args.what == "compile":
         result = compile_payback(preset_name=args.preset, shape=args.shape, batch=batch, precision=args.precision,
                                  channels_last=args.channels_last, steps=args.steps)

@@ -54,19 +54,20 @@ def keras_backend() -> str:
 
 
 def plan_rows(device: str, shapes: tuple[int, ...], max_batch: int, steps: int, backend: str,
-              compile_model: bool, loader_shape: int, loader_steps: int) -> list[Row]:
-    """The configurations, cheapest and most informative first (a budget cut drops the tail)."""
+              compile_model: bool, loader_shape: int, loader_steps: int, preset: str = "reference") -> list[Row]:
+    """The configurations, cheapest and most informative first (a budget cut drops the tail). `preset`: the
+    network of the capacity rows of both models (the memory plan is always the reference network's)."""
     env = (("KERAS_BACKEND", backend),) + ((("CUDA_VISIBLE_DEVICES", ""),) if device == "cpu" else ())
     rows = [Row("plan-resnet", "torch_resnet.bench", ("plan", "--shape", "192")),
             Row("plan-vit", "tf_transformer.bench", ("--plan", "--shape", "192"), env)]
-    common = ("--device", device, "--max-batch", str(max_batch), "--steps", str(steps))
+    common = ("--device", device, "--preset", preset, "--max-batch", str(max_batch), "--steps", str(steps))
     for shape in shapes:
         for path in ("plain", "fast") + (("compiled",) if compile_model else ()):
             rows.append(Row(f"resnet-{shape}-{path}", "torch_resnet.bench",
                             ("capacity", "--shape", str(shape), "--path", path, *common)))
         for flash in ("false", "true"):
             rows.append(Row(f"vit-{shape}-flash-{flash}", "tf_transformer.bench",
-                            ("--capacity", "--preset", "reference", "--shape", str(shape), "--flash", flash,
+                            ("--capacity", "--preset", preset, "--shape", str(shape), "--flash", flash,
                              "--precision", "bf16" if device == "cuda" else "fp32", "--max-batch", str(max_batch),
                              "--steps", str(steps)), env))
     rows.append(Row(f"loader-{loader_shape}", "torch_resnet.bench",
@@ -129,7 +130,8 @@ def render(result: dict, command: str) -> str:
     lines = ["# GPU benchmark", "", f"Written by `{command}` on {result['date']}, in {result.get('seconds', 0):.0f} s.",
              "Do not edit by hand: rerun the command.", "", f"Device: {result['device_description']}. "
              f"Keras backend: {result['keras_backend']}. Machine: {result['machine']}.", ""]
-    lines += ["## Seed ResNet: largest batch, speed, memory", "",
+    preset = result.get("preset", "reference")
+    lines += [f"## ResNet `{preset}`: largest batch, speed, memory", "",
               "| input | path | largest batch | samples/s | step s | warm-up s | peak memory | MFU (bf16 dense peak) |",
               "|---|---|---|---|---|---|---|---|"]
     for key, r in rows.items():
@@ -142,7 +144,7 @@ def render(result: dict, command: str) -> str:
             lines.append(f"| {shape}^3 | {path} | {r['batch']}{' (cap)' if (r.get('search') or {}).get('capped') else ''} | "
                          f"{r['samples_per_second']:.2f} | {r['step_seconds']:.3f} | {r['warmup_seconds']:.1f} | "
                          f"{_gib(r['peak_memory_bytes'])} | {f'{mfu:.0%}' if mfu else '-'} |")
-    lines += ["", "## Seed transformer: largest batch, speed, memory", "",
+    lines += ["", f"## Transformer `{preset}`: largest batch, speed, memory", "",
               "| input | tokens | attention | largest batch | samples/s | step s | peak memory |", "|---|---|---|---|---|---|---|"]
     for key, r in rows.items():
         if key.startswith("vit-"):
@@ -192,6 +194,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--loader-shape", type=int, help="input size of the loader epoch (default: 128 cuda, 32 cpu)")
     parser.add_argument("--loader-steps", type=int, default=10)
+    parser.add_argument("--preset", default="reference",
+                        help="the network of the capacity rows, both models (default: reference, the lab's network; "
+                             "the CPU check of the script in the tests passes tiny)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (default on cpu)")
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="time for all rows together")
     parser.add_argument("--row-limit-s", type=float, default=MAX_ROW_S,
@@ -203,10 +208,11 @@ def main(argv=None) -> int:
     shapes = tuple(args.shape or ((128, 192) if cuda else (32,)))
     backend = keras_backend()
     header = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "device": args.device,
-              "device_description": device_description(args.device), "keras_backend": backend,
+              "device_description": device_description(args.device), "keras_backend": backend, "preset": args.preset,
               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
     rows = plan_rows(args.device, shapes, args.max_batch or (64 if cuda else 2), args.steps, backend,
-                     cuda and not args.no_compile, args.loader_shape or (128 if cuda else 32), args.loader_steps)
+                     cuda and not args.no_compile, args.loader_shape or (128 if cuda else 32), args.loader_steps,
+                     args.preset)
     args.json_dir.mkdir(parents=True, exist_ok=True)
     result = run(rows, args.json_dir / "gpu.json", args.budget_s, header, args.row_limit_s)
     command = "python -m common.bench.gpu " + " ".join(argv if argv is not None else sys.argv[1:])
