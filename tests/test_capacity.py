@@ -209,6 +209,21 @@ def test_the_script_always_finishes_and_reports_every_row(tmp_path):
     assert "| 32^3 | plain | failed: skipped" in page
 
 
+def test_the_preset_option_reaches_every_capacity_row_and_only_those():
+    from common.bench.gpu import plan_rows
+
+    rows = plan_rows("cuda", (128,), 64, 3, "torch", True, 128, 10, preset="small")
+    capacity = [r for r in rows if "--capacity" in r.args or "capacity" in r.args]
+    assert [r.key for r in capacity] == ["resnet-128-plain", "resnet-128-fast", "resnet-128-compiled",
+                                         "vit-128-flash-false", "vit-128-flash-true"]
+    for row in capacity:
+        assert row.args[row.args.index("--preset") + 1] == "small", row
+    plans = {r.key: r.args for r in rows if r.key.startswith("plan-")}
+    assert all("--preset" not in args for args in plans.values())  # the memory plan is the reference network's
+    default = plan_rows("cuda", (128,), 64, 3, "torch", False, 128, 10)
+    assert all(r.args[r.args.index("--preset") + 1] == "reference" for r in default if r.key[:4] in ("resn", "vit-"))
+
+
 @pytest.mark.slow(minutes=2)
 def test_the_gpu_benchmark_runs_end_to_end_on_a_cpu(tmp_path):
     """`--device cpu --shape 16 --preset tiny`: the same script and rows a GPU runs, so it cannot break unseen.
