@@ -8,3 +8,6 @@ COMMON=(--data "$DATA" --label-column age_group --shape 64 64 64 --batch-size 8 
 .venv/bin/python -m tf_transformer train "${COMMON[@]}" --preset small --epochs 40 --lr 5e-4 --run-dir runs/ixi-age-vit
 .venv/bin/python -m common report runs/ixi-age-vit runs/ixi-age-resnet --out-root results --name ixi_age \
   --title "IXI T1 brain MRI, age group (3 classes), 64^3"
+# summary.json: "selected" marks each model's one configuration (chosen up front, no tuning on val)
+.venv/bin/python -m common.evaluation.summary runs/ixi-age-vit runs/ixi-age-resnet --out results/ixi_age/summary.json \
+  --selected ixi-age-vit ixi-age-resnet
