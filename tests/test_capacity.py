@@ -212,16 +212,19 @@ def test_the_script_always_finishes_and_reports_every_row(tmp_path):
 def test_the_preset_option_reaches_every_capacity_row_and_only_those():
     from common.bench.gpu import plan_rows
 
+    def capacity_rows(rows):  # torch_resnet.bench takes `capacity`, tf_transformer.bench `--capacity`
+        return [r for r in rows if "capacity" in r.args or "--capacity" in r.args]
+
     rows = plan_rows("cuda", (128,), 64, 3, "torch", True, 128, 10, preset="small")
-    capacity = [r for r in rows if "--capacity" in r.args or "capacity" in r.args]
+    capacity = capacity_rows(rows)
     assert [r.key for r in capacity] == ["resnet-128-plain", "resnet-128-fast", "resnet-128-compiled",
                                          "vit-128-flash-false", "vit-128-flash-true"]
     for row in capacity:
         assert row.args[row.args.index("--preset") + 1] == "small", row
-    plans = {r.key: r.args for r in rows if r.key.startswith("plan-")}
-    assert all("--preset" not in args for args in plans.values())  # the memory plan is the reference network's
-    default = plan_rows("cuda", (128,), 64, 3, "torch", False, 128, 10)
-    assert all(r.args[r.args.index("--preset") + 1] == "reference" for r in default if r.key[:4] in ("resn", "vit-"))
+    plans = [r.args for r in rows if r.key.startswith("plan-")]
+    assert len(plans) == 2 and all("--preset" not in args for args in plans)  # always the reference network's
+    default = capacity_rows(plan_rows("cuda", (128,), 64, 3, "torch", False, 128, 10))
+    assert len(default) == 4 and all(r.args[r.args.index("--preset") + 1] == "reference" for r in default)
 
 
 @pytest.mark.slow(minutes=2)

@@ -61,16 +61,20 @@ def test_plan_differences_name_the_option_and_ignore_runtime_options():
 
 
 def _resnet_copy(root, to, swap_folds=False):
-    """A cross-validation folder of ROOT's ResNet runs only (2 folds); with swap_folds, fold 0's runs as fold 1's."""
+    """A cross-validation folder of ROOT's ResNet runs only; with swap_folds, each fold's runs stand as the next
+    fold's (so every fold holds out other subjects than ROOT's)."""
     import shutil
+    from dataclasses import asdict, replace
 
-    plan = json.loads((root / "plan.json").read_text())
+    from common.runs.cv import PLAN_FILE, read_plan
+
+    plan = replace(read_plan(root), models=("resnet",))
     to.mkdir()
-    (to / "plan.json").write_text(json.dumps({**plan, "models": ["resnet"]}))
-    for run in (r for r in (root / "resnet").glob("fold*-seed*") if r.is_dir()):  # not the jobs' .log files
-        fold, seed = run.name.removeprefix("fold").split("-seed")
-        fold = 1 - int(fold) if swap_folds else int(fold)
-        shutil.copytree(run, to / "resnet" / f"fold{fold}-seed{seed}")
+    (to / PLAN_FILE).write_text(json.dumps(asdict(plan)))
+    for fold in range(plan.folds):
+        for seed in plan.seeds:
+            shutil.copytree(plan.run_dir(root, "resnet", fold, seed),
+                            plan.run_dir(to, "resnet", (fold + 1) % plan.folds if swap_folds else fold, seed))
     return to
 
 
