@@ -40,9 +40,9 @@ def test_quick_benchmark_writes_every_section(tmp_path, monkeypatch):
         done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, (args, done.stderr[-3000:])
     text = out.read_text()
-    for heading in ("## Data pipeline", "## ResNet (seed architecture) training throughput",
+    for heading in ("## Data pipeline", "## ResNet (reference architecture) training throughput",
                     "## ResNet memory of one training step", "## Transformer training throughput by backend",
-                    "## Does the loader keep up?", "## Training memory of the seed presets at 192^3, on paper",
+                    "## Does the loader keep up?", "## Training memory of the reference presets at 192^3, on paper",
                     "## Presets: what the recipes cost per training sample",
                     "## Saliency maps: seconds per volume",
                     "## t1-linear preprocessing (N4 + affine registration to MNI152)"):

@@ -247,7 +247,7 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_cpu(tmp_path):
     assert rows["plan-resnet"]["batches"]["141"]["on"] > rows["plan-resnet"]["batches"]["141"]["off"]
     assert rows["loader-32"]["steps"] > 0 and 0 <= rows["loader-32"]["data_wait_fraction"] < 1
     page = out.read_text()
-    assert "failed" not in page and "## Training memory of the seed presets at 192^3" in page
+    assert "failed" not in page and "## Training memory of the reference presets at 192^3" in page
     assert "## ResNet `tiny`: largest batch" in page and "## Transformer `tiny`: largest batch" in page
 
 

@@ -103,7 +103,7 @@ def _gib(value) -> str:
 
 def render_plan(resnet: dict, vit: dict) -> list[str]:
     """The memory table: activation bytes per sample at 192^3 and the batch per GPU size."""
-    lines = ["## Training memory of the seed presets at 192^3, on paper", ""]
+    lines = ["## Training memory of the reference presets at 192^3, on paper", ""]
     rows = [("ResNet, checkpointing off", resnet, "activation_bytes", "off"),
             ("ResNet, checkpointing on", resnet, "checkpointed_bytes", "on"),
             ("transformer, standard attention", vit, "activation_bytes", "off"),

@@ -251,7 +251,7 @@ def render(result: dict, command: str) -> str:
     resnet = result.get("resnet")
     if resnet and "paths" in resnet:
         peaks = resnet["matmul_peak_flops"]  # torch.mm's own, per precision
-        lines += ["## ResNet (seed architecture) training throughput", "",
+        lines += ["## ResNet (reference architecture) training throughput", "",
                   f"Input {resnet['shape']}^3, batch {resnet['batch']}, median of {resnet['steps']} steps after one "
                   f"warm-up step, {resnet['threads']} threads, torch {resnet['torch']}. Training FLOPs = 3 x forward. "
                   f"The last fraction is of torch.mm at the row's precision (fp32 {_g(peaks['fp32'], 'FLOP/s')}, "
@@ -274,7 +274,7 @@ def render(result: dict, command: str) -> str:
     if memory and "step_peak_bytes" in memory.get("plain", {}) and "step_peak_bytes" in memory.get("checkpointing", {}):
         plain, ckpt = memory["plain"], memory["checkpointing"]
         lines += ["## ResNet memory of one training step", "",
-                  f"Seed architecture, fp32, input {plain['shape']}^3, batch {plain['batch']}: resident memory added by "
+                  f"Reference architecture, fp32, input {plain['shape']}^3, batch {plain['batch']}: resident memory added by "
                   "one forward + backward + optimizer step (peak RSS minus RSS before it; each in a fresh process).", "",
                   "| activation checkpointing | peak step memory |", "|---|---|",
                   f"| off | {plain['step_peak_bytes'] / 2**30:.2f} GiB |",
