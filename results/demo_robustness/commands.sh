@@ -7,16 +7,19 @@
 #   bash results/demo_robustness/commands.sh ablation NAME PRESET [OPTIONS...]  # one run of ablation.md
 #   bash results/demo_robustness/commands.sh ablation-table RUN_DIR...          # its table
 # Each (model, preset, precision) is one cross-validation under runs/cv/; rerunning resumes it.
+# PARALLEL=N runs N of its trainings at once (cv --parallel: each gets 1/N of the CPUs as its threads);
+# THREADS=N instead fixes one training's threads.
 set -euo pipefail
 PY=.venv/bin/python
 THREADS_ARG=${THREADS:+--threads $THREADS}
+PARALLEL_ARG=${PARALLEL:+--parallel $PARALLEL}
 
 case ${1:-} in
   run)
     model=$2 preset=$3; shift 3
     for precision in "${@:-fp32 bf16}"; do
       for p in $precision; do
-        $PY -m common cv --name "demo-$model-$preset-$p" --cv-root runs/cv --folds 5 --seeds 0 1 2 --models "$model" \
+        $PY -m common cv --name "demo-$model-$preset-$p" --cv-root runs/cv --folds 5 --seeds 0 1 2 --models "$model" $PARALLEL_ARG \
           --data demo --precision "$p" --$model-args "--preset $preset $THREADS_ARG"
       done
     done ;;
