@@ -27,6 +27,11 @@ def test_cv_options_the_plan_owns_are_refused(tmp_path, capsys):
     assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--folds", "1"]) == 2
     assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--resnet-args", "--dataset-name 'lab"]) == 2
     assert "--resnet-args '--dataset-name 'lab': No closing quotation" in capsys.readouterr().err
+    # each job's threads come from --cpus-per-job: a --threads of the user's would be silently overridden
+    assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--resnet-args", "--threads 1"]) == 2
+    assert "--threads: cv sets it for every job from its own --cpus-per-job; remove it" in capsys.readouterr().err
+    assert main(["cv", "--name", "x", "--cv-root", str(tmp_path), "--seed=3", "--data", "demo"]) == 2
+    assert "--seed=3: cv sets it for every job from its own --seeds" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -139,7 +144,7 @@ def test_cross_validation_end_to_end(make_manifest, cache_root, tmp_path, capsys
     capsys.readouterr()
     assert main(command) == 0  # the same command again: everything finished, nothing retrained
     assert "8 runs, 8 already finished" in capsys.readouterr().out
-    assert main([*command, "--threads", "1"]) == 0  # where and how it runs is not a setting of the runs
+    assert main([*command, "--cpus-per-job", "1", "--workers", "1"]) == 0  # where and how it runs: not a setting
     capsys.readouterr()
     changed = [*command[:-2], "--precision", "bf16"]
     assert main(changed) == 2

@@ -28,7 +28,9 @@ from common.runs.typed import from_jsonable
 
 PLAN_FILE = "plan.json"
 # Options the plan sets itself: passing them through would break the fold / seed / run-dir layout.
-RESERVED = ("--folds", "--fold", "--seed", "--run-dir", "--runs-root")
+# Trainer options that cv and tune set per job, each with the option of theirs that decides it.
+RESERVED = {"--folds": "--folds", "--fold": "--folds", "--seed": "--seeds", "--run-dir": "--name",
+            "--runs-root": "--cv-root", "--threads": "--cpus-per-job"}
 # Options of where and how a process runs, never what it trains: a rerun may change them.
 RUNTIME_OPTIONS = tuple(f"--{f.name.replace('_', '-')}" for f in fields(RuntimeConfig)) + ("--workers", "--cache-dir")
 
@@ -82,8 +84,9 @@ def model_args_from(args: argparse.Namespace, passthrough: list[str], *, command
         except ValueError as exc:  # an unbalanced quote
             raise ConfigError(f"--{model.name}-args '{text}': {exc}") from None
     for option in (*passthrough, *(a for values in model_args.values() for a in values)):
-        if option.split("=")[0] in RESERVED:
-            raise ConfigError(f"{option}: set by {command} itself (--folds, --seeds, --name); remove it")
+        flag = option.split("=")[0]
+        if flag in RESERVED:
+            raise ConfigError(f"{option}: {command} sets it for every job from its own {RESERVED[flag]}; remove it")
     return model_args
 
 

@@ -8,19 +8,18 @@
 #   bash results/demo_robustness/commands.sh ablation-table RUN_DIR...          # its table
 # Each (model, preset, precision) is one cross-validation under runs/cv/; rerunning resumes it.
 # PARALLEL=N runs N of its trainings at once (cv --parallel: each gets 1/N of the CPUs as its threads);
-# THREADS=N instead fixes one training's threads.
+# THREADS=N gives each training N threads (cv --cpus-per-job), e.g. THREADS=1 for two matrices side by side.
 set -euo pipefail
 PY=.venv/bin/python
-THREADS_ARG=${THREADS:+--threads $THREADS}
-PARALLEL_ARG=${PARALLEL:+--parallel $PARALLEL}
+JOB_ARGS="${PARALLEL:+--parallel $PARALLEL} ${THREADS:+--cpus-per-job $THREADS}"
 
 case ${1:-} in
   run)
     model=$2 preset=$3; shift 3
     for precision in "${@:-fp32 bf16}"; do
       for p in $precision; do
-        $PY -m common cv --name "demo-$model-$preset-$p" --cv-root runs/cv --folds 5 --seeds 0 1 2 --models "$model" $PARALLEL_ARG \
-          --data demo --precision "$p" --$model-args "--preset $preset $THREADS_ARG"
+        $PY -m common cv --name "demo-$model-$preset-$p" --cv-root runs/cv --folds 5 --seeds 0 1 2 --models "$model" $JOB_ARGS \
+          --data demo --precision "$p" --$model-args "--preset $preset"
       done
     done ;;
   ablation)  # e.g. ablation O_parts_nozero small --model branch_relu=false --model kaiming_init=true --model conv_bias=false

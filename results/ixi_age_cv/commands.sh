@@ -8,8 +8,8 @@
 set -euo pipefail
 PY=.venv/bin/python
 DATA=(--data ../shared/data/ixi_t1_hh/labels.csv --label-column age_group --shape 32 32 32 --batch-size 8)
-# THREADS=1 runs two cross-validations side by side on a 2-core machine; unset: the probe's.
-THREADS_ARG=${THREADS:+--threads $THREADS}
+# THREADS=1 runs two cross-validations side by side on a 2-core machine; unset: each training gets every CPU.
+JOB_ARGS=${THREADS:+--cpus-per-job $THREADS}  # cv gives each training that many threads
 # The small-data recipe's training options (issue 11), as in results/adrenalmnist3d.
 RECIPE="--label-smoothing 0.1 --weight-decay 0.05 --weight-decay-exclusions"
 
@@ -29,8 +29,8 @@ tune() {  # tune CONFIG: the cross-validation of one model's configuration -> ru
   local name=$1 model=transformer
   [[ $name == resnet-* ]] && model=resnet
   [[ -n ${CONFIG[$name]:-} ]] || { echo "unknown configuration $name" >&2; exit 2; }
-  $PY -m common cv --name "ixi_age_cv-$name" --cv-root runs/cv --folds 5 --seeds 0 --models $model "${DATA[@]}" \
-    --$model-args "${CONFIG[$name]} $THREADS_ARG"
+  $PY -m common cv --name "ixi_age_cv-$name" --cv-root runs/cv --folds 5 --seeds 0 --models $model $JOB_ARGS "${DATA[@]}" \
+    --$model-args "${CONFIG[$name]}"
 }
 
 case ${1:-} in
