@@ -4,7 +4,7 @@
 # configuration's test predictions are written once by its run and read by the report at the end.
 #
 #   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | tune-resnet-stream K N | seeds-vit CONFIG | seeds-resnet CONFIG
-#                                          | seeds-one CONFIG SEED | ablation | report A B [C ...] | compare A B | decision
+#                                          | seeds-one CONFIG SEED | ablation | tables | decision
 # A finished run (its metrics.json exists) is not run again.
 set -euo pipefail -f  # -f: no globbing of the [..] in --model values
 RES=${RES:-28}
@@ -77,14 +77,12 @@ case ${1:-} in
   ablation) for name in vit-recipe vit-recipe-no-layerscale vit-recipe-no-droppath vit-recipe-patchify-stem \
                         vit-recipe-no-wd-exclusions vit-recipe-no-rotate-scale vit-recipe-no-label-smoothing; do
               train "$name" 0; done ;;
-  report)  # report A B: tables.md (the tuning) and the paired report of A's and B's seed-0 runs
-    .venv/bin/python results/adrenalmnist3d/tables.py "$ROOT" > results/adrenalmnist3d/tables.md
-    .venv/bin/python -m common report "$ROOT/$2-s0" "$ROOT/$3-s0" --out-root results --name adrenalmnist3d \
-      --title "AdrenalMNIST3D 28^3 (official split), seed 0 of $2 and $3" ;;
+  tables)  # tables.md: each model's tuning runs (the val-selected one marked) and the seed table
+    .venv/bin/python results/adrenalmnist3d/tables.py runs/adrenal > results/adrenalmnist3d/tables.md ;;
   decision)  # issue 25: the selected pair with its val-chosen operating point, at 28^3 and 64^3 (every seed run)
     .venv/bin/python results/adrenalmnist3d/decision.py runs/adrenal runs/adrenal64 > results/adrenalmnist3d/decision.md
     for res in 28 64; do
-      root=runs/adrenal; out=results/adrenalmnist3d/models; summary=results/adrenalmnist3d/summary.json
+      root=runs/adrenal; out=results/adrenalmnist3d; summary=results/adrenalmnist3d/summary.json
       vit=vit-recipe-no-rotate-scale-youden; resnet=resnet-recipe-lr2e-3-youden
       [[ $res == 64 ]] && { root=runs/adrenal64; out=results/adrenalmnist3d/res64; summary=$out/summary.json
                             vit=vit-strided-youden; resnet=resnet-strided-youden; }
@@ -96,9 +94,6 @@ case ${1:-} in
       done
       .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out "$summary" --selected Transformer ResNet
     done ;;
-  compare)  # compare A B: the paired report of the two models' selected configurations (seed 0) -> models/
-    .venv/bin/python -m common report "$ROOT/$2-s0" "$ROOT/$3-s0" --out-root results/adrenalmnist3d --name models \
-      --title "AdrenalMNIST3D 28^3 (official split): the selected transformer ($2) against the selected ResNet ($3), seed 0" ;;
-  *) echo "usage: $0 tune-vit|tune-resnet|tune-resnet-stream K N|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|report A B|compare A B|decision" >&2
+  *) echo "usage: $0 tune-vit|tune-resnet|tune-resnet-stream K N|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|tables|decision" >&2
      exit 2 ;;
 esac
