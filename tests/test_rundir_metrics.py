@@ -116,3 +116,17 @@ def test_epochs_to_learn_is_the_first_epoch_with_perfect_val_accuracy():
     text = render(cells)
     assert "| ResNet | small | bf16 | 2 | 0 | 0.900 | 1 / 2 | 2 | 1 |" in text
     assert "| ResNet | bf16 | 1 | 0 | 0.900 | never |" in text and "| ResNet | ? | 2 | 0 | missing |  |" in text
+
+
+def test_a_matrix_still_training_shows_each_missing_run_under_its_planned_preset_and_precision(tmp_path):
+    from common.evaluation.robustness import cells_of, planned_value, render
+    from common.runs.cv import CVPlan, claim_plan
+
+    assert planned_value(("--preset", "tiny", "--precision=bf16", "--preset", "small"), "--preset", "?") == "small"
+    assert planned_value(("--precision=bf16",), "--precision", "?") == "bf16"
+    assert planned_value(("--lr", "1e-3"), "--precision", "?") == "?"
+    claim_plan(tmp_path, CVPlan(("resnet",), 2, (0,), ("--data", "demo", "--precision", "bf16"),
+                                {"resnet": ["--preset", "small"]}))
+    cells = cells_of(tmp_path)  # no run has started: every cell missing, none guessed
+    assert [(c.preset, c.precision, c.test_accuracy) for c in cells] == [("small", "bf16", None)] * 2
+    assert "| ResNet | small | bf16 | 2 | 2 | nan | 0 / 0 | n/a | 0 |" in render(cells)

@@ -70,6 +70,18 @@ def ablation_table(run_dirs: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def planned_value(args: tuple[str, ...], flag: str, default: str) -> str:
+    """The value a plan's trainer options give `flag` (the last one wins, as in argparse), for a run that
+    has not written its record yet: ("--preset", "small", "--precision=bf16") -> "small", "bf16"."""
+    value = default
+    for i, token in enumerate(args):
+        if token == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif token.startswith(flag + "="):
+            value = token.split("=", 1)[1]
+    return value
+
+
 def cells_of(cv_folder: Path) -> list[Cell]:
     plan = read_plan(cv_folder)
     cells = []
@@ -79,7 +91,9 @@ def cells_of(cv_folder: Path) -> list[Cell]:
                 run_dir = plan.run_dir(Path(cv_folder), model, fold, seed)
                 record = read_record(run_dir) if is_run_dir(run_dir) else None
                 if record is None or record.outcome is None or not (run_dir / "metrics.json").is_file():
-                    cells.append(Cell(by_name(model).label, "?", "?", fold, seed, None, None))
+                    planned = (*plan.common_args, *plan.model_args.get(model, ()))
+                    cells.append(Cell(by_name(model).label, planned_value(planned, "--preset", "?"),
+                                      planned_value(planned, "--precision", "?"), fold, seed, None, None))
                     continue
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 cells.append(Cell(by_name(model).label, record.preset, record.precision.resolved, fold, seed,
@@ -103,7 +117,7 @@ def render(cells: list[Cell]) -> str:
         learned = [c.epochs_to_learn for c in done if c.epochs_to_learn is not None]
         median = statistics.median(learned) if learned else None
         lines.append(
-            f"| {model} | {done[0].preset if done else '?'} | {precision} | {len(group)} | {len(group) - len(done)} "
+            f"| {model} | {(done or group)[0].preset} | {precision} | {len(group)} | {len(group) - len(done)} "
             f"| {min((c.test_accuracy for c in done), default=float('nan')):.3f} "
             f"| {sum(c.test_accuracy >= GOAL_ACCURACY for c in done)} / {len(done)} "
             f"| {'n/a' if median is None else f'{median:g}'} | {len(done) - len(learned)} |")

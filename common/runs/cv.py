@@ -27,8 +27,8 @@ from common.runs.record import is_run_dir, read_record
 from common.runs.typed import from_jsonable
 
 PLAN_FILE = "plan.json"
-# Options the plan sets itself: passing them through would break the fold / seed / run-dir layout.
-# Trainer options that cv and tune set per job, each with the option of theirs that decides it.
+# Trainer options that cv and tune set per job (passing them through would break the fold / seed / run-dir
+# layout, or be overridden), each with the option of theirs that decides it.
 RESERVED = {"--folds": "--folds", "--fold": "--folds", "--seed": "--seeds", "--run-dir": "--name",
             "--runs-root": "--cv-root", "--threads": "--cpus-per-job"}
 # Options of where and how a process runs, never what it trains: a rerun may change them.
