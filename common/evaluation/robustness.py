@@ -19,7 +19,7 @@ from pathlib import Path
 from common.atomic import write_or_print
 from common.errors import DataError
 from common.models import by_name
-from common.runs.cv import read_plan
+from common.runs.cv import option_groups, read_plan
 from common.runs.record import is_run_dir, read_record
 from common.runs.rundir import read_history
 from common.runs.typed import to_jsonable
@@ -73,13 +73,7 @@ def ablation_table(run_dirs: list[Path]) -> str:
 def planned_value(args: tuple[str, ...], flag: str, default: str) -> str:
     """The value a plan's trainer options give `flag` (the last one wins, as in argparse), for a run that
     has not written its record yet: ("--preset", "small", "--precision=bf16") -> "small", "bf16"."""
-    value = default
-    for i, token in enumerate(args):
-        if token == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif token.startswith(flag + "="):
-            value = token.split("=", 1)[1]
-    return value
+    return (option_groups(args).get(flag) or [default])[-1]
 
 
 def cells_of(cv_folder: Path) -> list[Cell]:
