@@ -10,8 +10,9 @@
 set -euo pipefail
 PY=.venv/bin/python
 DATA=(--data ../shared/data/ixi_t1_hh/labels.csv --label-column age_group --shape 64 64 64 --batch-size 8)
-# THREADS=1 runs two cross-validations side by side on a 2-core machine; unset: each training gets every CPU.
-JOB_ARGS=${THREADS:+--cpus-per-job $THREADS}  # cv gives each training that many threads
+# THREADS=N gives each training N threads (cv --cpus-per-job) and runs CPUs/N of them at once;
+# unset: one training at a time on every CPU.
+JOB_ARGS=${THREADS:+--cpus-per-job $THREADS}
 # The small-data recipe's training options (issue 11), as at 32^3.
 RECIPE="--label-smoothing 0.1 --weight-decay 0.05 --weight-decay-exclusions"
 
