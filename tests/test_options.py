@@ -118,7 +118,7 @@ OPTION_TESTS = {
     "--no-plots": "test_report.py::test_score_and_report_clis_take_their_options",
     "--title": "test_report.py::test_score_and_report_clis_take_their_options",
     "--out-root": "test_report.py::test_score_and_report_clis_take_their_options",
-    "--parallel": "test_cv.py::test_cross_validation_end_to_end",
+    "--parallel": "test_jobs.py::test_parallel_and_cpus_per_job_decide_the_resources",
     "--resnet-args": "test_cv.py::test_cross_validation_end_to_end",
     "--transformer-args": "test_cv.py::test_cross_validation_end_to_end",
     "--models": "test_cv.py::test_cross_validation_end_to_end",

@@ -55,8 +55,9 @@ class JobFailure:
 def add_cluster_arguments(parser) -> None:
     """The options of where jobs run (cv and tune); none of them changes what a run trains."""
     group = parser.add_argument_group("jobs (Ray)")
-    group.add_argument("--parallel", type=int, default=1,
-                       help="jobs at once on this machine: each declares 1/N of its CPUs (default: 1)")
+    group.add_argument("--parallel", type=int, default=None,
+                       help="at most N jobs at once; each declares 1/N of this machine's CPUs unless "
+                            "--cpus-per-job says (default: as many as fit at --cpus-per-job CPUs each, else 1)")
     group.add_argument("--cpus-per-job", type=float,
                        help="CPUs each job declares to Ray, and the trainer's threads (default: this machine's "
                             "CPUs / --parallel)")
@@ -68,10 +69,17 @@ def add_cluster_arguments(parser) -> None:
 
 
 def resources_from_args(args) -> Resources:
-    if args.parallel < 1:
-        raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
-    cpus = args.cpus_per_job if args.cpus_per_job is not None else max(1, (os.cpu_count() or 1) // args.parallel)
+    parallel = jobs_at_once(args) or 1
+    cpus = args.cpus_per_job if args.cpus_per_job is not None else max(1, (os.cpu_count() or 1) // parallel)
     return Resources(cpus=cpus, gpus=args.gpus_per_job)
+
+
+def jobs_at_once(args) -> int | None:
+    """--parallel: the most jobs in flight at once; None: no bound beyond what fits (Ray packs the cluster's
+    CPUs with jobs of --cpus-per-job each, one job at a time without that option: it takes every CPU)."""
+    if args.parallel is not None and args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
+    return args.parallel
 
 
 def trainer_threads(resources: Resources) -> int:
@@ -122,16 +130,21 @@ def _connect(ray, address: str | None) -> None:
         raise ConfigError(f"{where}: cannot connect ({str(exc).splitlines()[0][:300]})") from None
 
 
-def run_jobs(jobs: list[Job], resources: Resources) -> list[JobFailure]:
-    """Run every job as a Ray task, inside `cluster(...)`; returns the failures (the others have finished)."""
+def run_jobs(jobs: list[Job], resources: Resources, at_once: int | None = None) -> list[JobFailure]:
+    """Run every job as a Ray task, inside `cluster(...)`, at most `at_once` of them submitted at a time (None:
+    all, Ray runs as many as its CPUs fit); returns the failures (the others have finished)."""
     if not jobs:
         return []
     import ray
 
     remote = ray.remote(run_command).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=3)
-    pending = {remote.remote(job.command, str(job.log)): job for job in jobs}
+    waiting = list(jobs)
+    pending = {}
     failures = []
-    while pending:
+    while waiting or pending:
+        while waiting and (at_once is None or len(pending) < at_once):
+            job = waiting.pop(0)
+            pending[remote.remote(job.command, str(job.log))] = job
         done, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(done[0])
         try:

@@ -8,7 +8,8 @@
 #   bash results/demo_robustness/commands.sh ablation-table RUN_DIR...          # its table
 # Each (model, preset, precision) is one cross-validation under runs/cv/; rerunning resumes it.
 # PARALLEL=N runs N of its trainings at once (cv --parallel: each gets 1/N of the CPUs as its threads);
-# THREADS=N instead gives each training N threads (cv --cpus-per-job), and runs CPUs/N of them at once.
+# THREADS=N instead gives each training N threads (cv --cpus-per-job), and runs CPUs/N of them at once
+# (with PARALLEL too: at most PARALLEL of them).
 set -euo pipefail
 PY=.venv/bin/python
 JOB_ARGS="${PARALLEL:+--parallel $PARALLEL} ${THREADS:+--cpus-per-job $THREADS}"

@@ -1,0 +1,52 @@
+"""The job runner (common.runs.jobs) on a real local Ray cluster: --parallel bounds the jobs in flight even
+when each job declares few enough CPUs for Ray to pack more of them."""
+
+import sys
+
+import pytest
+
+from common.cli import build_parser
+from common.errors import ConfigError
+from common.runs.jobs import Job, Resources, cluster, jobs_at_once, resources_from_args, run_jobs
+
+# Each job marks itself running, waits, counts the jobs running beside it, and leaves: the largest count
+# seen is how many ran at once.
+OVERLAP_PROBE = """
+import pathlib, sys, time
+running = pathlib.Path(sys.argv[1]); me = running / sys.argv[2]
+me.touch(); time.sleep(1.5)
+seen = len(list(running.iterdir()))
+with open(running.parent / "seen.txt", "a") as out: out.write(f"{seen}\\n")
+me.unlink()
+"""
+
+
+def _most_at_once(tmp_path, at_once) -> int:
+    running = tmp_path / "running"
+    running.mkdir()
+    jobs = [Job(f"job {i}", (sys.executable, "-c", OVERLAP_PROBE, str(running), str(i)), tmp_path / f"{i}.log")
+            for i in range(4)]
+    with cluster(None):  # a local cluster of this machine's CPUs: 0.5-CPU jobs fit at least two at once
+        assert run_jobs(jobs, Resources(cpus=0.5), at_once) == []
+    return max(int(line) for line in (tmp_path / "seen.txt").read_text().split())
+
+
+def test_parallel_bounds_the_jobs_in_flight(tmp_path):
+    assert _most_at_once(tmp_path, at_once=1) == 1  # Ray alone would run at least two of them at once
+
+
+def _parse(*options):
+    args, _ = build_parser().parse_known_args(["cv", "--name", "x", "--models", "resnet", *options])
+    return args
+
+
+def test_parallel_and_cpus_per_job_decide_the_resources(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert (jobs_at_once(_parse()), resources_from_args(_parse()).cpus) == (None, 8)  # one job takes every CPU
+    assert (jobs_at_once(_parse("--parallel", "4")), resources_from_args(_parse("--parallel", "4")).cpus) == (4, 2)
+    packed = _parse("--cpus-per-job", "1")  # no bound: Ray packs eight at once
+    assert (jobs_at_once(packed), resources_from_args(packed).cpus) == (None, 1)
+    both = _parse("--parallel", "2", "--cpus-per-job", "1")
+    assert (jobs_at_once(both), resources_from_args(both).cpus) == (2, 1)
+    with pytest.raises(ConfigError, match="--parallel 0: must be >= 1"):
+        jobs_at_once(_parse("--parallel", "0"))
