@@ -4,7 +4,7 @@
 # configuration's test predictions are written once by its run and read by the report at the end.
 #
 #   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | tune-resnet-stream K N | seeds-vit CONFIG | seeds-resnet CONFIG
-#                                          | seeds-one CONFIG SEED | ablation | tables | decision
+#                                          | seeds-one CONFIG SEED | ablation | tables | decision (of RES)
 # A finished run (its metrics.json exists) is not run again.
 set -euo pipefail -f  # -f: no globbing of the [..] in --model values
 RES=${RES:-28}
@@ -79,21 +79,20 @@ case ${1:-} in
               train "$name" 0; done ;;
   tables)  # tables.md: each model's tuning runs (the val-selected one marked) and the seed table
     .venv/bin/python results/adrenalmnist3d/tables.py runs/adrenal > results/adrenalmnist3d/tables.md ;;
-  decision)  # issue 25: the selected pair with its val-chosen operating point, at 28^3 and 64^3 (every seed run)
-    .venv/bin/python results/adrenalmnist3d/decision.py runs/adrenal runs/adrenal64 > results/adrenalmnist3d/decision.md
-    for res in 28 64; do
-      root=runs/adrenal; out=results/adrenalmnist3d; summary=results/adrenalmnist3d/summary.json
-      vit=vit-recipe-no-rotate-scale-youden; resnet=resnet-recipe-lr2e-3-youden
-      [[ $res == 64 ]] && { root=runs/adrenal64; out=results/adrenalmnist3d/res64; summary=$out/summary.json
-                            vit=vit-strided-youden; resnet=resnet-strided-youden; }
-      .venv/bin/python -m common report "$root/$vit-s0" "$root/$resnet-s0" --out-root "$(dirname $out)" --name "$(basename $out)" \
-        --title "AdrenalMNIST3D ${res}^3 (official split): the selected transformer and ResNet, operating point chosen on val, seed 0"
-      runs=()
-      for config in $vit $resnet; do
-        for seed in 0 1 2; do [[ -f $root/$config-s$seed/metrics.json ]] && runs+=("$root/$config-s$seed"); done
-      done
-      .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out "$summary" --selected Transformer ResNet
-    done ;;
+  decision)  # issue 25: the selected pair with its val-chosen operating point at $RES, every seed run: decision.md,
+             # report.md (the seed-0 pair) and summary.json, in this folder for 28^3 and in res64/ for 64^3
+    out=results/adrenalmnist3d vit=vit-recipe-no-rotate-scale-youden resnet=resnet-recipe-lr2e-3-youden
+    [[ $RES == 64 ]] && { out=$out/res64 vit=vit-strided-youden resnet=resnet-strided-youden; }
+    .venv/bin/python results/adrenalmnist3d/decision.py "$ROOT" > "$out/decision.md.partial" \
+      || { rm -f "$out/decision.md.partial"; exit 1; }
+    mv "$out/decision.md.partial" "$out/decision.md"
+    .venv/bin/python -m common report "$ROOT/$vit-s0" "$ROOT/$resnet-s0" --out-root "$(dirname $out)" --name "$(basename $out)" \
+      --title "AdrenalMNIST3D ${RES}^3 (official split): the selected transformer and ResNet, operating point chosen on val, seed 0"
+    runs=()
+    for config in $vit $resnet; do
+      for seed in 0 1 2; do [[ -f $ROOT/$config-s$seed/metrics.json ]] && runs+=("$ROOT/$config-s$seed"); done
+    done
+    .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out "$out/summary.json" --selected Transformer ResNet ;;
   *) echo "usage: $0 tune-vit|tune-resnet|tune-resnet-stream K N|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|tables|decision" >&2
      exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 """The operating point chosen on val (`--decision youden`) against argmax, per run, from each run's
-predictions.csv and config.json: `python results/adrenalmnist3d/decision.py runs/adrenal runs/adrenal64 > decision.md`.
+predictions.csv and config.json: `python results/adrenalmnist3d/decision.py runs/adrenal64 > res64/decision.md`
+(`commands.sh decision` with RES=28 or 64).
 
 Both columns come from the same trained model (the same probabilities): "argmax" predicts hyperplasia when
 its probability is above 0.5, "val threshold" when it reaches the threshold the run chose on val at the end
@@ -50,6 +51,8 @@ def _cell(values: list[float]) -> str:
 def main(roots: list[Path]) -> None:
     runs = sorted(run for root in roots for run in root.iterdir()
                   if (run / "metrics.json").is_file() and run.name.endswith(tuple(f"-youden-s{s}" for s in range(10))))
+    if not runs:
+        sys.exit(f"{', '.join(map(str, roots))}: no finished run trained with --decision youden (*-youden-s<seed>)")
     rows = [scores(run) for run in runs]
     print("## Every run (test; val AUC and the val-chosen threshold for the record)\n")
     print("| run | input | val AUC | threshold | test AUC | test ACC argmax / val threshold | "
