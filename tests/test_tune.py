@@ -259,3 +259,21 @@ def test_the_tuning_report_lists_every_trial_with_its_state_value_and_folds():
     assert rows[0] == "| trial | state | mean val auc | folds | lr |"
     assert rows[2:5] == ["| 0 | complete | 0.9100 | 3 | 0.001 |", "| 1 | pruned | 0.8800 | 1 | 0.002 |",
                          "| 2 | fail |  | 0 | 0.0005 |"]
+
+
+def test_a_finished_fold_without_metrics_is_scored_from_its_predictions(tmp_path):
+    """A trainer stopped between recording its outcome and writing metrics.json (or another trial of the same
+    parameters scoring the run at that moment) leaves predictions only: the study scores them, on val."""
+    import numpy as np
+
+    from common.runs.rundir import write_predictions
+    from common.tune.study import fold_metric
+
+    y = np.array([0, 1, 0, 1, 0, 1])
+    right = np.eye(2)[y] * 0.8 + 0.1  # every val sample on the right side
+    write_predictions(tmp_path, classes=["a", "b"], split=["val"] * 4 + ["test"] * 2, sample_ids=list("uvwxyz"),
+                      subject_ids=list("uvwxyz"), y_true=y, probabilities=np.vstack([right[:4], right[4:, ::-1]]),
+                      threshold=None)
+    assert not (tmp_path / "metrics.json").exists()
+    assert fold_metric(tmp_path, "accuracy") == 1.0  # val only: test is all wrong
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"]["accuracy"] == 0.0  # the trainer's file

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
+from common.evaluation.metrics import score_run
 from common.models import ModelEntry, by_name
 from common.runs.cv import is_finished
 from common.runs.jobs import Job, Resources, run_jobs, trainer_threads
@@ -119,8 +120,11 @@ def trial_folder(root: Path, model: str, values: dict) -> Path:
 
 
 def fold_metric(run_dir: Path, key: str) -> float:
-    """The val metric of a finished fold run (metrics.json; test is never read here)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    """The val metric of a finished fold run (metrics.json; test is never read here). A finished run
+    without metrics.json (its trainer stopped between recording the outcome and scoring, or another trial of
+    the same parameters is scoring it right now) is scored here from its predictions: the same file."""
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else score_run(run_dir)
     value = metrics["val"][key]
     if value is None:
         raise ConfigError(f"{run_dir}/metrics.json: val {key} is undefined (one class in val?)")
