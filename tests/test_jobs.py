@@ -31,6 +31,7 @@ def _most_at_once(tmp_path, at_once) -> int:
     return max(int(line) for line in (tmp_path / "seen.txt").read_text().split())
 
 
+@pytest.mark.slow(minutes=1)  # a local Ray cluster: 15 s on an idle 2-core machine
 def test_parallel_bounds_the_jobs_in_flight(tmp_path):
     assert _most_at_once(tmp_path, at_once=1) == 1  # Ray alone would run at least two of them at once
 
