@@ -107,10 +107,9 @@ def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
         from common.runs.cv import plan_from_args, run_cv
 
         root = args.cv_root / args.name
-        from common.runs.jobs import jobs_at_once, resources_from_args
+        from common.runs.jobs import resources_from_args
 
-        run_cv(root, plan_from_args(args, passthrough), resources_from_args(args), address=args.ray_address,
-               at_once=jobs_at_once(args))
+        run_cv(root, plan_from_args(args, passthrough), resources_from_args(args), address=args.ray_address)
         from common.evaluation.cv_report import build_cv_report
 
         path = build_cv_report(root, root / "report")

@@ -7,7 +7,7 @@ import pytest
 
 from common.cli import build_parser
 from common.errors import ConfigError
-from common.runs.jobs import Job, Resources, cluster, jobs_at_once, resources_from_args, run_jobs
+from common.runs.jobs import Job, Resources, cluster, resources_from_args, run_jobs
 
 # Each job marks itself running, waits, counts the jobs running beside it, and leaves: the largest count
 # seen is how many ran at once.
@@ -27,7 +27,7 @@ def _most_at_once(tmp_path, at_once) -> int:
     jobs = [Job(f"job {i}", (sys.executable, "-c", OVERLAP_PROBE, str(running), str(i)), tmp_path / f"{i}.log")
             for i in range(4)]
     with cluster(None):  # a local cluster of this machine's CPUs: 0.5-CPU jobs fit at least two at once
-        assert run_jobs(jobs, Resources(cpus=0.5), at_once) == []
+        assert run_jobs(jobs, Resources(cpus=0.5, at_once=at_once)) == []
     return max(int(line) for line in (tmp_path / "seen.txt").read_text().split())
 
 
@@ -41,13 +41,18 @@ def _parse(*options):
     return args
 
 
+def _bound_and_cpus(*options):
+    resources = resources_from_args(_parse(*options))
+    return resources.at_once, resources.cpus
+
+
 def test_parallel_and_cpus_per_job_decide_the_resources(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert (jobs_at_once(_parse()), resources_from_args(_parse()).cpus) == (None, 8)  # one job takes every CPU
-    assert (jobs_at_once(_parse("--parallel", "4")), resources_from_args(_parse("--parallel", "4")).cpus) == (4, 2)
-    packed = _parse("--cpus-per-job", "1")  # no bound: Ray packs eight at once
-    assert (jobs_at_once(packed), resources_from_args(packed).cpus) == (None, 1)
-    both = _parse("--parallel", "2", "--cpus-per-job", "1")
-    assert (jobs_at_once(both), resources_from_args(both).cpus) == (2, 1)
+    assert _bound_and_cpus() == (None, 8)  # one job takes every CPU
+    assert _bound_and_cpus("--parallel", "4") == (4, 2)
+    assert _bound_and_cpus("--cpus-per-job", "1") == (None, 1)  # no bound: Ray packs eight at once
+    assert _bound_and_cpus("--parallel", "2", "--cpus-per-job", "1") == (2, 1)
     with pytest.raises(ConfigError, match="--parallel 0: must be >= 1"):
-        jobs_at_once(_parse("--parallel", "0"))
+        resources_from_args(_parse("--parallel", "0"))
+    with pytest.raises(ConfigError, match="--parallel 0: must be >= 1"):
+        Resources(at_once=0)

@@ -178,10 +178,9 @@ def is_finished(run_dir: Path) -> bool:
     return is_run_dir(run_dir) and read_record(run_dir).outcome is not None
 
 
-def run_cv(root: Path, plan: CVPlan, resources: Resources, *, address: str | None = None,
-           at_once: int | None = None) -> list[Path]:
-    """Train every job not yet finished, as Ray tasks (common.runs.jobs), at most `at_once` of them at a time
-    (None: as many as the cluster's CPUs fit); returns the run directories."""
+def run_cv(root: Path, plan: CVPlan, resources: Resources, *, address: str | None = None) -> list[Path]:
+    """Train every job not yet finished, as Ray tasks (common.runs.jobs), as many at once as `resources`
+    allows; returns the run directories."""
     claim_plan(root, plan)
     jobs = plan.jobs(root)
     todo = [job for job in jobs if not is_finished(job[3])]
@@ -194,7 +193,7 @@ def run_cv(root: Path, plan: CVPlan, resources: Resources, *, address: str | Non
                                                                                    threads=threads)),
                             run_dir.parent / f"{run_dir.name}.log"))
     with cluster(address):
-        failures = run_jobs(ray_jobs, resources, at_once)
+        failures = run_jobs(ray_jobs, resources)
     if failures:
         raise ConfigError(f"{len(failures)} of {len(todo)} runs failed:\n  " + "\n  ".join(f.line() for f in failures)
                           + "\nfix the cause and rerun the same command: finished runs are kept")

@@ -33,14 +33,18 @@ class Job:
 
 @dataclass(frozen=True)
 class Resources:
-    """What each job declares to Ray."""
+    """What each job declares to Ray, and how many jobs may be in flight at once (None: as many as the
+    cluster's CPUs fit)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
+    at_once: int | None = None
 
     def __post_init__(self):
         if self.cpus <= 0 or self.gpus < 0:
             raise ConfigError(f"--cpus-per-job {self.cpus} / --gpus-per-job {self.gpus}: must be > 0 / >= 0")
+        if self.at_once is not None and self.at_once < 1:
+            raise ConfigError(f"--parallel {self.at_once}: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -69,17 +73,13 @@ def add_cluster_arguments(parser) -> None:
 
 
 def resources_from_args(args) -> Resources:
-    parallel = jobs_at_once(args) or 1
-    cpus = args.cpus_per_job if args.cpus_per_job is not None else max(1, (os.cpu_count() or 1) // parallel)
-    return Resources(cpus=cpus, gpus=args.gpus_per_job)
-
-
-def jobs_at_once(args) -> int | None:
-    """--parallel: the most jobs in flight at once; None: no bound beyond what fits (Ray packs the cluster's
-    CPUs with jobs of --cpus-per-job each, one job at a time without that option: it takes every CPU)."""
+    """--parallel bounds the jobs in flight; without it Ray packs the cluster's CPUs with jobs of
+    --cpus-per-job each, or runs one job at a time on every CPU when that is not given either."""
     if args.parallel is not None and args.parallel < 1:
         raise ConfigError(f"--parallel {args.parallel}: must be >= 1")
-    return args.parallel
+    cpus = (args.cpus_per_job if args.cpus_per_job is not None
+            else max(1, (os.cpu_count() or 1) // (args.parallel or 1)))
+    return Resources(cpus=cpus, gpus=args.gpus_per_job, at_once=args.parallel)
 
 
 def trainer_threads(resources: Resources) -> int:
@@ -130,9 +130,9 @@ def _connect(ray, address: str | None) -> None:
         raise ConfigError(f"{where}: cannot connect ({str(exc).splitlines()[0][:300]})") from None
 
 
-def run_jobs(jobs: list[Job], resources: Resources, at_once: int | None = None) -> list[JobFailure]:
-    """Run every job as a Ray task, inside `cluster(...)`, at most `at_once` of them submitted at a time (None:
-    all, Ray runs as many as its CPUs fit); returns the failures (the others have finished)."""
+def run_jobs(jobs: list[Job], resources: Resources) -> list[JobFailure]:
+    """Run every job as a Ray task, inside `cluster(...)`, at most `resources.at_once` of them submitted at a
+    time (None: all, Ray runs as many as its CPUs fit); returns the failures (the others have finished)."""
     if not jobs:
         return []
     import ray
@@ -142,7 +142,7 @@ def run_jobs(jobs: list[Job], resources: Resources, at_once: int | None = None) 
     pending = {}
     failures = []
     while waiting or pending:
-        while waiting and (at_once is None or len(pending) < at_once):
+        while waiting and (resources.at_once is None or len(pending) < resources.at_once):
             job = waiting.pop(0)
             pending[remote.remote(job.command, str(job.log))] = job
         done, _ = ray.wait(list(pending), num_returns=1)

@@ -20,7 +20,7 @@ from common.runs.cv import (
     model_args_from,
     run_cv,
 )
-from common.runs.jobs import add_cluster_arguments, cluster, jobs_at_once, resources_from_args
+from common.runs.jobs import add_cluster_arguments, cluster, resources_from_args
 from common.tune.study import OBJECTIVES, TunePlan, best_arguments, claim_tune, make_plan, run_study
 
 
@@ -65,7 +65,7 @@ def run_tune(args: argparse.Namespace, passthrough: list[str]) -> Path:
         for model in plan.models:
             print(f"tune {root}: {by_name(model).label}, {args.trials} trials, {plan.folds} folds, "
                   f"objective val {plan.objective}", flush=True)
-            studies[model] = run_study(root, plan, model, args.trials, resources, parallel=jobs_at_once(args) or 1,
+            studies[model] = run_study(root, plan, model, args.trials, resources, parallel=resources.at_once or 1,
                                        storage=args.storage)
         from common.tune.report import write_tuning_report
 
@@ -76,7 +76,7 @@ def run_tune(args: argparse.Namespace, passthrough: list[str]) -> Path:
         cv_plan = CVPlan(plan.models, plan.folds, tuple(args.seeds), plan.common_args, best)
         claim_plan(root / "cv", cv_plan)
         adopt_best_trial_runs(root, plan, studies, cv_plan)
-        run_cv(root / "cv", cv_plan, resources, address=args.ray_address, at_once=jobs_at_once(args))
+        run_cv(root / "cv", cv_plan, resources, address=args.ray_address)
     from common.evaluation.cv_report import build_cv_report
 
     report = build_cv_report(root / "cv", root / "cv" / "report")
