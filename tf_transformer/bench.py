@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 DEFAULT_BATCH = 4  # throughput; --capacity searches for its batch unless --batch is given
@@ -36,19 +35,19 @@ SUITE_CONFIGS = [  # (label, backend, precision, jit_compile)
 ]
 
 
-def matmul_peak(dtype: str, n: int = 4096, repeats: int = 5) -> float:
-    """Best FLOP/s of an n x n matrix multiply through keras.ops on the active backend."""
+def matmul_peak(dtype: str) -> float:
+    """Best FLOP/s of a keras.ops.matmul in `dtype` on the active backend, grown to a timeable size."""
     import keras
 
-    a = keras.ops.cast(keras.random.normal((n, n), seed=1), dtype)
-    b = keras.ops.cast(keras.random.normal((n, n), seed=2), dtype)
-    keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    from common.bench.peak import matmul_peak as grown_matmul_peak
+
+    def multiply_for(n: int):
+        a = keras.ops.cast(keras.random.normal((n, n), seed=1), dtype)
+        b = keras.ops.cast(keras.random.normal((n, n), seed=2), dtype)
+        # reading one element back waits for the product (asynchronous backends)
+        return lambda: keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
+
+    return grown_matmul_peak(multiply_for)[0]
 
 
 def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compile, preset_name: str) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from common.bench.peak import matmul_peak as grown_matmul_peak
 from common.runs.hardware import peak_rss_bytes
 from common.runs.probe import time_steps
 from torch_resnet.config import preset
@@ -48,16 +49,13 @@ PATHS = {  # name -> (precision, channels_last, compile)
 COMPILED = {"fast + torch.compile": ("bf16", True, True)}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
-    """Best FLOP/s of an n x n matrix multiply in `dtype` on this CPU (all threads)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+def matmul_peak(dtype: torch.dtype) -> float:
+    """Best FLOP/s of a torch.mm in `dtype` on this CPU (all threads), grown to a timeable size."""
+    def multiply_for(n: int):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        return lambda: torch.mm(a, b)
+
+    return grown_matmul_peak(multiply_for)[0]
 
 
 def _setup(shape: int, batch: int, precision: str, channels_last: bool, compile_model: bool, *, checkpointing=False):

@@ -25,6 +25,7 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from common.bench.io import save_json
+from common.bench.peak import ENOUGH_SECONDS, LARGEST_N, matmul_peak
 from common.bench.preset_cost import machine_fp32_peak, render_preset_cost
 from common.errors import ConfigError
 from common.runs.hardware import cpu_description
@@ -38,11 +39,12 @@ DATA_SIZES = {"full": {"data_shape": 64, "matmul_n": 4096, "t1_linear_volumes": 
               "quick": {"data_shape": 32, "matmul_n": 1024, "t1_linear_volumes": 2}}
 
 
-def numpy_matmul_peak(n: int, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
-    return 2 * n**3 / best
+def numpy_matmul_peak(largest_n: int) -> float:
+    def multiply_for(n: int):
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        return lambda: a @ a
+
+    return matmul_peak(multiply_for, largest_n=largest_n)[0]
 
 
 def _timed(fn) -> float:
@@ -233,7 +235,8 @@ def render(result: dict, command: str) -> str:
     peak, peaks = machine_fp32_peak(result)
     lines += [f"fp32 matrix-multiply peak of this machine: **{_g(peak, 'FLOP/s')}**, the best of "
               + ", ".join(f"{name} {_g(value, 'FLOP/s')}" for name, value in peaks.items())
-              + f" ({result['matmul_n']}^2 and 4096^2 products). Every \"of fp32 peak\" below divides by this one "
+              + f" (products of up to {result['matmul_n']}^2 in numpy and {LARGEST_N}^2 in the frameworks, each grown "
+              f"until one takes {ENOUGH_SECONDS} s). Every \"of fp32 peak\" below divides by this one "
               "number.", ""]
     data = result.get("data")
     if data:
