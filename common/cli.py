@@ -66,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="class probabilities for NIfTI files from a bundle (onnxruntime only)")
     predict.add_argument("--bundle", type=Path, required=True, help="a folder made by `export`")
     add_scan_arguments(predict)
+    keep = sub.add_parser("keep", help="copy finished runs' records (config.json, history.csv, predictions.csv, "
+                                       "metrics.json; no weights) into a folder that is committed, so that a "
+                                       "result set made over several sessions outlives each machine's runs/")
+    keep.add_argument("paths", nargs="+", type=Path,
+                      help="finished run directories, or cv/<name> folders (plan.json and every finished run)")
+    keep.add_argument("--into", type=Path, required=True, help="the folder that gets <run or cv name>/ for each")
+    restore = sub.add_parser("restore", help="put a kept cross-validation back under a cv root: rerunning its cv "
+                                             "command then trains only the runs that are not kept")
+    restore.add_argument("kept", nargs="+", type=Path, help="kept cross-validation folders (made by keep)")
+    restore.add_argument("--cv-root", type=Path, default=Path("cv"), help="where cv/<name> goes (default: cv)")
     checks = sub.add_parser("check-maps", help="score saliency maps: the pointing game against lesion masks and "
                                                "the weight-randomisation sanity check, per run x method")
     checks.add_argument("run_dirs", nargs="+", type=Path, help="runs with explain/<method>[-random] outputs")
@@ -124,6 +134,18 @@ def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
 
         path = check_runs(args.run_dirs, lesions=args.lesions, out=args.out)
         print(path.read_text(), end="")
+    elif args.command == "keep":
+        from common.runs.keep import keep
+
+        for path in args.paths:
+            kept = keep(path, args.into)
+            print(f"kept: {path} -> {args.into / path.name} ({len(kept)} finished run{'s' * (len(kept) != 1)})")
+    elif args.command == "restore":
+        from common.runs.keep import restore_cv
+
+        for kept in args.kept:
+            restored = restore_cv(kept, args.cv_root)
+            print(f"restored: {kept} -> {args.cv_root / kept.name} ({len(restored)} run{'s' * (len(restored) != 1)})")
     elif args.command == "export":
         from common.export.bundle import export_bundle
 

@@ -5,7 +5,9 @@
 #
 #   bash results/adrenalmnist3d/commands.sh tune-vit | tune-resnet | tune-resnet-stream K N | seeds-vit CONFIG | seeds-resnet CONFIG
 #                                          | seeds-one CONFIG SEED | ablation | tables | decision (of RES)
-# A finished run (its metrics.json exists) is not run again.
+# Each finished run's record (config, history, predictions, metrics; no weights) is kept in records/<RES>/ by
+# `python -m common keep`, and the tables, reports and summary.json are made from there: the seeds of a set
+# can be trained in different sessions on different machines. A kept run is not run again.
 set -euo pipefail -f  # -f: no globbing of the [..] in --model values
 RES=${RES:-28}
 case $RES in
@@ -13,6 +15,7 @@ case $RES in
   64) DATA=../shared/data/medmnist/adrenalmnist3d_64.npz; ROOT=runs/adrenal64 ;;
   *) echo "RES must be 28 or 64, not '$RES'" >&2; exit 2 ;;
 esac
+KEPT=results/adrenalmnist3d/records/$RES
 COMMON=(--data "$DATA" --shape "$RES" "$RES" "$RES" --batch-size 32 --epochs 40 --quiet)
 # THREADS=1 runs two configurations side by side on a 2-core machine (tune-resnet-stream); unset: the probe's.
 [[ -n ${THREADS:-} ]] && COMMON+=(--threads "$THREADS")
@@ -62,9 +65,13 @@ train() {  # train NAME SEED
   local name=$1 seed=$2 package=tf_transformer
   [[ $name == resnet-* ]] && package=torch_resnet
   local dir="$ROOT/$name-s$seed"
-  [[ -f $dir/metrics.json ]] && return 0
-  # shellcheck disable=SC2086  # the configuration is a word list
-  .venv/bin/python -m $package train "${COMMON[@]}" ${CONFIG[$name]} --seed "$seed" --run-dir "$dir"
+  [[ -f $KEPT/$name-s$seed/metrics.json ]] && return 0
+  if [[ ! -f $dir/metrics.json ]]; then
+    # shellcheck disable=SC2086  # the configuration is a word list
+    .venv/bin/python -m $package train "${COMMON[@]}" ${CONFIG[$name]} --seed "$seed" --run-dir "$dir"
+  fi
+  # the youden runs feed decision (issue 25): their records are kept; the older argmax runs stay in runs/
+  if [[ $name == *-youden ]]; then .venv/bin/python -m common keep "$dir" --into "$KEPT"; fi
 }
 
 case ${1:-} in
@@ -79,18 +86,18 @@ case ${1:-} in
               train "$name" 0; done ;;
   tables)  # tables.md: each model's tuning runs (the val-selected one marked) and the seed table
     .venv/bin/python results/adrenalmnist3d/tables.py runs/adrenal > results/adrenalmnist3d/tables.md ;;
-  decision)  # issue 25: the selected pair with its val-chosen operating point at $RES, every seed run: decision.md,
-             # report.md (the seed-0 pair) and summary.json, in this folder for 28^3 and in res64/ for 64^3
+  decision)  # issue 25: the selected pair with its val-chosen operating point at $RES, every seed kept in
+             # records/$RES: decision.md, report.md (the seed-0 pair) and summary.json, here for 28^3, in res64/ for 64^3
     out=results/adrenalmnist3d vit=vit-recipe-no-rotate-scale-youden resnet=resnet-recipe-lr2e-3-youden
     [[ $RES == 64 ]] && { out=$out/res64 vit=vit-strided-youden resnet=resnet-strided-youden; }
-    .venv/bin/python results/adrenalmnist3d/decision.py "$ROOT" > "$out/decision.md.partial" \
+    .venv/bin/python results/adrenalmnist3d/decision.py "$KEPT" > "$out/decision.md.partial" \
       || { rm -f "$out/decision.md.partial"; exit 1; }
     mv "$out/decision.md.partial" "$out/decision.md"
-    .venv/bin/python -m common report "$ROOT/$vit-s0" "$ROOT/$resnet-s0" --out-root "$(dirname $out)" --name "$(basename $out)" \
+    .venv/bin/python -m common report "$KEPT/$vit-s0" "$KEPT/$resnet-s0" --out-root "$(dirname $out)" --name "$(basename $out)" \
       --title "AdrenalMNIST3D ${RES}^3 (official split): the selected transformer and ResNet, operating point chosen on val, seed 0"
     runs=()
     for config in $vit $resnet; do
-      for seed in 0 1 2; do [[ -f $ROOT/$config-s$seed/metrics.json ]] && runs+=("$ROOT/$config-s$seed"); done
+      for seed in 0 1 2; do [[ -f $KEPT/$config-s$seed/metrics.json ]] && runs+=("$KEPT/$config-s$seed"); done
     done
     .venv/bin/python -m common.evaluation.summary "${runs[@]}" --out "$out/summary.json" --selected Transformer ResNet ;;
   *) echo "usage: $0 tune-vit|tune-resnet|tune-resnet-stream K N|seeds-vit CONFIG|seeds-resnet CONFIG|seeds-one CONFIG SEED|ablation|tables|decision" >&2

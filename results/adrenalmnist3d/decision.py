@@ -1,5 +1,5 @@
 """The operating point chosen on val (`--decision youden`) against argmax, per run, from each run's
-predictions.csv and config.json: `python results/adrenalmnist3d/decision.py runs/adrenal64 > res64/decision.md`
+predictions.csv and config.json (kept records): `python results/adrenalmnist3d/decision.py records/64 > res64/decision.md`
 (`commands.sh decision` with RES=28 or 64).
 
 Both columns come from the same trained model (the same probabilities): "argmax" predicts hyperplasia when
