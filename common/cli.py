@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     from common.runs.cv import add_cv_arguments
 
     add_cv_arguments(cv)
+    cv.add_argument("--keep-into", type=Path, help="a committed folder of kept records (python -m common keep): "
+                    "restore DIR/<name> from it first, keep every finished run into it at the end (also after a "
+                    "failure), so the cross-validation can go on on another machine")
     report = sub.add_parser("report", help="compare run directories (or report a cv/<name> folder) in "
                                            "reports/<name>/report.md and report.html")
     from common.evaluation.report_cli import add_report_arguments
@@ -119,7 +122,14 @@ def _run(args: argparse.Namespace, passthrough: list[str]) -> None:
         root = args.cv_root / args.name
         from common.runs.jobs import resources_from_args
 
-        run_cv(root, plan_from_args(args, passthrough), resources_from_args(args), address=args.ray_address)
+        plan = plan_from_args(args, passthrough)
+        if args.keep_into is None:
+            run_cv(root, plan, resources_from_args(args), address=args.ray_address)
+        else:
+            from common.runs.keep import keeping
+
+            with keeping(root, args.keep_into):
+                run_cv(root, plan, resources_from_args(args), address=args.ray_address)
         from common.evaluation.cv_report import build_cv_report
 
         path = build_cv_report(root, root / "report")

@@ -138,3 +138,37 @@ def test_restore_refuses_to_replace_a_training_under_way(tmp_path, capsys):
     assert main(["restore", str(keep_cv_dir / "demo5"), "--cv-root", str(tmp_path / "here")]) == 2
     assert "fold0-seed1: an unfinished run is here" in capsys.readouterr().err
     assert not is_finished(here / "resnet" / "fold0-seed1")
+
+
+def test_cv_keep_into_keeps_what_finished_before_a_failure_and_resumes_from_it(tmp_path, monkeypatch, capsys):
+    from common.errors import ConfigError
+
+    trained = []
+
+    def fake_cv(root, plan, resources, *, address=None):  # trains one unfinished run per call, the 2nd call fails
+        (root / PLAN_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (root / PLAN_FILE).write_text(json.dumps(asdict(plan), indent=1))
+        todo = [run for _, _, _, run in plan.jobs(root) if not is_finished(run)]
+        fake_run(todo[0], model="torch_resnet", seed=len(trained), skill=1.0)
+        assert main(["score", str(todo[0]), "--no-plots", "--bootstrap", "10"]) == 0
+        trained.append(todo[0].relative_to(root))
+        if len(trained) == 2:
+            raise ConfigError("1 of 2 runs failed")
+
+    monkeypatch.setattr("common.runs.cv.run_cv", fake_cv)
+    monkeypatch.setattr("common.evaluation.cv_report.build_cv_report", lambda root, out: out / "report.md")
+    into = tmp_path / "records"
+    command = ["cv", "--name", "demo2", "--folds", "2", "--seeds", "0", "--models", "resnet", "--data", "demo",
+               "--keep-into", str(into)]
+    assert main([*command, "--cv-root", str(tmp_path / "machine1")]) == 0
+    assert main([*command, "--cv-root", str(tmp_path / "machine1")]) == 2  # the second run fails
+    assert "1 of 2 runs failed" in capsys.readouterr().err
+    assert sorted(p.name for p in (into / "demo2" / "resnet").iterdir()) == ["fold0-seed0", "fold1-seed0"]
+    # machine 1 is gone; on machine 2 the kept runs come back first, so cv has nothing left to train
+    left_to_train = []
+    monkeypatch.setattr("common.runs.cv.run_cv", lambda root, plan, resources, address=None: left_to_train.extend(
+        run.name for _, _, _, run in plan.jobs(root) if not is_finished(run)))
+    assert main([*command, "--cv-root", str(tmp_path / "machine2")]) == 0
+    assert "restored 2 kept runs" in capsys.readouterr().out
+    assert left_to_train == []
+    assert is_finished(tmp_path / "machine2" / "demo2" / "resnet" / "fold1-seed0")

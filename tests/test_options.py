@@ -136,6 +136,7 @@ OPTION_TESTS = {
     "--gpus-per-job": "test_tune.py::test_tune_options_reach_the_plan_and_the_study",
     "--ray-address": "test_tune.py::test_tune_and_cv_on_a_two_node_ray_cluster_survive_a_stopped_node",
     "--into": "test_keep.py::test_keep_copies_the_record_and_nothing_else",
+    "--keep-into": "test_keep.py::test_cv_keep_into_keeps_what_finished_before_a_failure_and_resumes_from_it",
 }
 
 

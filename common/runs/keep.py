@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.atomic import current_umask
@@ -82,6 +84,21 @@ def restore_cv(kept: Path, cv_root: Path) -> list[Path]:
         if not here.exists():
             restored.append(keep_record(kept_run, target / model))
     return restored
+
+
+@contextmanager
+def keeping(cv_folder: Path, into: Path) -> Iterator[None]:
+    """`cv --keep-into`: restore `into/<cv name>` (if kept) before the body, keep every finished run after it,
+    also when the body fails (a failed run, an interruption): what finished is never lost."""
+    cv_folder, into = Path(cv_folder), Path(into)
+    if (into / cv_folder.name / PLAN_FILE).is_file():
+        restored = restore_cv(into / cv_folder.name, cv_folder.parent)
+        print(f"restored {len(restored)} kept runs from {into / cv_folder.name}", flush=True)
+    try:
+        yield
+    finally:
+        if (cv_folder / PLAN_FILE).is_file():  # no plan: cv refused its settings before anything ran
+            print(f"kept {len(keep_cv(cv_folder, into))} finished runs in {into / cv_folder.name}", flush=True)
 
 
 def _copy_whole(source: Path, target: Path, names: tuple[str, ...], *, merge: bool = False) -> Path:

@@ -7,8 +7,8 @@
 #   bash results/demo_robustness/commands.sh ablation NAME PRESET [OPTIONS...]  # one run of ablation.md
 #   bash results/demo_robustness/commands.sh ablation-table RUN_DIR...          # its table
 # Each (model, preset, precision) is one cross-validation under runs/cv/; rerunning resumes it. Its finished
-# runs' records are kept in results/demo_robustness/records/ (python -m common keep) and restored from there
-# first, so the matrix grows over sessions on different machines; `matrix` reads the kept records.
+# runs' records are kept in results/demo_robustness/records/ (cv --keep-into) and restored from there first,
+# so the matrix grows over sessions on different machines; `matrix` reads the kept records.
 # PARALLEL=N runs N of its trainings at once (cv --parallel: each gets 1/N of the CPUs as its threads);
 # THREADS=N instead gives each training N threads (cv --cpus-per-job), and runs CPUs/N of them at once
 # (with PARALLEL too: at most PARALLEL of them).
@@ -22,13 +22,8 @@ case ${1:-} in
     model=$2 preset=$3; shift 3
     for precision in "${@:-fp32 bf16}"; do
       for p in $precision; do
-        name=demo-$model-$preset-$p status=0
-        [[ -d $KEPT/$name ]] && $PY -m common restore "$KEPT/$name" --cv-root runs/cv
-        $PY -m common cv --name "$name" --cv-root runs/cv --folds 5 --seeds 0 1 2 --models "$model" $JOB_ARGS \
-          --data demo --precision "$p" --$model-args "--preset $preset" || status=$?
-        # what finished is kept, also when a run failed (no plan.json: cv refused its settings, nothing ran)
-        [[ ! -f runs/cv/$name/plan.json ]] || $PY -m common keep "runs/cv/$name" --into "$KEPT"
-        (( status == 0 )) || exit $status
+        $PY -m common cv --name "demo-$model-$preset-$p" --cv-root runs/cv --keep-into "$KEPT" --folds 5 --seeds 0 1 2 \
+          --models "$model" $JOB_ARGS --data demo --precision "$p" --$model-args "--preset $preset"
       done
     done ;;
   ablation)  # e.g. ablation O_parts_nozero small --model branch_relu=false --model kaiming_init=true --model conv_bias=false

@@ -6,9 +6,12 @@
 # so a 64^3 sample costs about what the 32^3 presets cost (README "Models").
 # Run from the repository root with ../shared/data beside it:
 #   bash results/ixi_age_cv64/commands.sh tune CONFIG | tables | interim VIT RESNET | compare VIT RESNET
-# A cross-validation's finished runs are not run again; an interrupted one resumes (rerun the same line).
+# A cross-validation's finished runs are not run again; an interrupted one resumes (rerun the same line). Each
+# finished run's record is kept in results/ixi_age_cv64/records/ (cv --keep-into; restored from there on a new
+# machine); tables, reports and summary.json are made from the kept records.
 set -euo pipefail
 PY=.venv/bin/python
+KEPT=results/ixi_age_cv64/records
 DATA=(--data ../shared/data/ixi_t1_hh/labels.csv --label-column age_group --shape 64 64 64 --batch-size 8)
 # THREADS=N gives each training N threads (cv --cpus-per-job) and runs CPUs/N of them at once;
 # unset: one training at a time on every CPU.
@@ -31,22 +34,22 @@ tune() {  # tune CONFIG: the cross-validation of one model's configuration -> ru
   local name=$1 model=transformer
   [[ $name == resnet-* ]] && model=resnet
   [[ -n ${CONFIG[$name]:-} ]] || { echo "unknown configuration $name" >&2; exit 2; }
-  $PY -m common cv --name "ixi_age_cv64-$name" --cv-root runs/cv64 --folds 5 --seeds 0 --models $model $JOB_ARGS "${DATA[@]}" \
+  $PY -m common cv --name "ixi_age_cv64-$name" --cv-root runs/cv64 --keep-into $KEPT --folds 5 --seeds 0 --models $model $JOB_ARGS "${DATA[@]}" \
     --$model-args "${CONFIG[$name]}"
 }
 
 case ${1:-} in
   tune) tune "$2" ;;
-  tables) $PY results/ixi_age_cv/tables.py runs/cv64 ixi_age_cv64 > results/ixi_age_cv64/tables.md ;;
+  tables) $PY results/ixi_age_cv/tables.py $KEPT ixi_age_cv64 > results/ixi_age_cv64/tables.md ;;
   compare)  # compare VIT RESNET: the selected configurations in one report -> selected/, and summary.json
-    $PY -m common report "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
+    $PY -m common report "$KEPT/ixi_age_cv64-$2" "$KEPT/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
       --name selected --title "IXI age group, 64^3, 5-fold CV: the selected transformer ($2) and ResNet ($3)"
-    $PY -m common.evaluation.summary runs/cv64/ixi_age_cv64-* --out results/ixi_age_cv64/summary.json \
+    $PY -m common.evaluation.summary $KEPT/ixi_age_cv64-* --out results/ixi_age_cv64/summary.json \
       --selected "ixi_age_cv64-$2" "ixi_age_cv64-$3" ;;
   interim)  # interim VIT RESNET: two finished configurations in one report -> first/ (before the selection)
-    $PY -m common report "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
+    $PY -m common report "$KEPT/ixi_age_cv64-$2" "$KEPT/ixi_age_cv64-$3" --out-root results/ixi_age_cv64 \
       --name first --title "IXI age group, 64^3, 5-fold CV: the first configurations ($2, $3)"
-    $PY -m common.evaluation.summary "runs/cv64/ixi_age_cv64-$2" "runs/cv64/ixi_age_cv64-$3" \
+    $PY -m common.evaluation.summary "$KEPT/ixi_age_cv64-$2" "$KEPT/ixi_age_cv64-$3" \
       --out results/ixi_age_cv64/first/summary.json ;;
   *) echo "usage: $0 tune CONFIG | tables | interim VIT RESNET | compare VIT RESNET" >&2; exit 2 ;;
 esac

@@ -3,10 +3,11 @@
 # registration to MNI152), everything else exactly as results/ixi_age_cv (same folds: same samples, split
 # seed 42; same model settings; 32^3; training seed 0). Run from the repository root with ../shared/data.
 set -euo pipefail
-.venv/bin/python -m common cv --name ixi_age_t1_linear_cv --cv-root runs/cv --folds 5 --seeds 0 \
+# Each finished run's record is kept in records/ (cv --keep-into; restored from there on a new machine).
+.venv/bin/python -m common cv --name ixi_age_t1_linear_cv --cv-root runs/cv --keep-into results/ixi_age_t1_linear/records --folds 5 --seeds 0 \
   --data ../shared/data/ixi_t1_hh/labels.csv --label-column age_group --shape 32 32 32 --batch-size 8 \
   --preprocess t1-linear --workers 2 \
   --resnet-args "--preset small --epochs 25 --lr 1e-3" --transformer-args "--preset small --epochs 40 --lr 5e-4"
-.venv/bin/python -m common report runs/cv/ixi_age_t1_linear_cv --out-root results --name ixi_age_t1_linear \
+.venv/bin/python -m common report results/ixi_age_t1_linear/records/ixi_age_t1_linear_cv --out-root results --name ixi_age_t1_linear \
   --title "IXI T1 brain MRI, age group (3 classes), 32^3, t1-linear, 5-fold cross-validation"
-.venv/bin/python -m common.evaluation.summary runs/cv/ixi_age_t1_linear_cv --out results/ixi_age_t1_linear/summary.json
+.venv/bin/python -m common.evaluation.summary results/ixi_age_t1_linear/records/ixi_age_t1_linear_cv --out results/ixi_age_t1_linear/summary.json
