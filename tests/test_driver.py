@@ -237,6 +237,57 @@ def test_a_close_probe_is_measured_again_and_said(ratios, resolved, close):
         assert decision.measurements["bf16_over_fp32_probes"] == list(ratios)
 
 
+def test_emulated_bf16_arithmetic_skips_the_probe_and_says_so():
+    """A CPU whose bf16 matmul is slower than fp32 (emulated: no AVX512-BF16 or AMX) cannot gain 2x in
+    bf16: fp32 without timing any training step; a CPU with fast bf16 arithmetic is probed as before."""
+    cpu = Hardware("cpu", "CPU")
+
+    def never_probed(fresh=False):
+        raise AssertionError("the probe ran")
+
+    emulated = decide_precision("auto", cpu, probe=never_probed, bf16_matmul=lambda: 0.04)
+    assert emulated.resolved == "fp32" and "0.04x" in emulated.reason and "not probed" in emulated.reason
+    assert emulated.measurements == {"bf16_over_fp32_matmul": 0.04}
+    native = decide_precision("auto", cpu, probe=lambda fresh=False: {"fp32": 10.0, "bf16": 26.0},
+                              bf16_matmul=lambda: 3.0)
+    assert native.resolved == "bf16" and native.measurements["bf16_samples_per_second"] == 26.0
+    assert decide_precision("fp32", cpu, probe=never_probed, bf16_matmul=never_probed).resolved == "fp32"
+
+
+def test_the_bf16_matmul_ratio_is_measured_once_per_machine(tmp_path, monkeypatch):
+    from common.runs.probe import REPROBE_ENV, cached_bf16_matmul_ratio
+
+    monkeypatch.delenv(REPROBE_ENV, raising=False)
+    measured = []
+
+    def flops(precision):
+        measured.append(precision)
+        return {"fp32": 100.0, "bf16": 5.0}[precision]
+
+    cache = tmp_path / "probes" / "matmul-x.json"
+    assert cached_bf16_matmul_ratio(flops, cache)() == 0.05 and measured == ["bf16", "fp32"]
+    assert cached_bf16_matmul_ratio(flops, cache)() == 0.05 and len(measured) == 2  # from the cache
+    cache.write_text("{not json")
+    assert cached_bf16_matmul_ratio(flops, cache)() == 0.05 and len(measured) == 4  # damaged: measured again
+    monkeypatch.setenv(REPROBE_ENV, "1")
+    assert cached_bf16_matmul_ratio(flops, cache)() == 0.05 and len(measured) == 6
+    assert cached_bf16_matmul_ratio(flops, None)() == 0.05  # no cache folder: measured, nothing kept
+
+
+def test_each_framework_measures_its_bf16_matmul_ratio_here(tmp_path):
+    """The real checks, on this machine's CPU, whatever it is: a finite positive ratio, cached."""
+    import torch
+
+    from tf_transformer.train import bf16_matmul_check as keras_bf16_matmul_check
+    from torch_resnet.train import bf16_matmul_check
+
+    for check in (lambda: bf16_matmul_check(torch.device("cpu"), tmp_path / "torch"),
+                  lambda: keras_bf16_matmul_check(tmp_path / "keras")):
+        ratio = check()()
+        assert math.isfinite(ratio) and ratio > 0
+    assert sorted(p.parent.name for p in tmp_path.glob("*/matmul-*.json")) == ["keras", "torch"]
+
+
 # ---- typed configs, CLI and record ---------------------------------------------------------------------
 def test_cli_defaults_and_choices_come_from_the_dataclasses():
     parser = Parser(prog="x")

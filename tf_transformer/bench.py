@@ -35,8 +35,9 @@ SUITE_CONFIGS = [  # (label, backend, precision, jit_compile)
 ]
 
 
-def matmul_peak(dtype: str) -> float:
-    """Best FLOP/s of a keras.ops.matmul in `dtype` on the active backend, grown to a timeable size."""
+def matmul_peak(dtype: str, **growth) -> float:
+    """Best FLOP/s of a keras.ops.matmul in `dtype` on the active backend, grown to a timeable size (`growth`:
+    common.bench.peak.matmul_peak's repeats / enough_seconds)."""
     import keras
 
     from common.bench.peak import matmul_peak as grown_matmul_peak
@@ -47,7 +48,7 @@ def matmul_peak(dtype: str) -> float:
         # reading one element back waits for the product (asynchronous backends)
         return lambda: keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
 
-    return grown_matmul_peak(multiply_for)[0]
+    return grown_matmul_peak(multiply_for, **growth)[0]
 
 
 def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compile, preset_name: str) -> dict:

@@ -26,7 +26,13 @@ from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.driver import AdapterFacts, EpochStats, run_training
 from common.runs.hardware import cpu_description
 from common.runs.precision import Hardware
-from common.runs.probe import probe_key, timed_probe
+from common.runs.probe import (
+    QUICK_MATMUL_REPEATS,
+    QUICK_MATMUL_SECONDS,
+    cached_bf16_matmul_ratio,
+    probe_key,
+    timed_probe,
+)
 from common.runs.record import PrecisionDecision
 from tf_transformer.config import TransformerConfig
 from tf_transformer.data import KerasBatches
@@ -146,6 +152,18 @@ def precision_probe(config: TransformerConfig, batch_size: int, options: KerasOp
     return lambda fresh=False: timed_probe(
         ["fp32", "bf16"], lambda p: synthetic_training_step(config, p, batch_size=batch_size, jit_compile=options.jit),
         batch_size=batch_size, cache_file=cache_file, fresh=fresh)
+
+
+def bf16_matmul_check(cache_dir: Path) -> Callable[[], float]:
+    """For `decide_precision`: bf16 over fp32 keras.ops.matmul throughput here, measured once per machine."""
+    from tf_transformer.bench import matmul_peak
+
+    facts = {"framework": f"keras {keras.__version__} {keras.backend.backend()}", "device": hardware().name,
+             "kernels": tensorflow_kernels()}
+    dtypes = {"fp32": "float32", "bf16": "bfloat16"}
+    return cached_bf16_matmul_ratio(
+        lambda p: matmul_peak(dtypes[p], repeats=QUICK_MATMUL_REPEATS, enough_seconds=QUICK_MATMUL_SECONDS),
+        cache_dir / f"matmul-{probe_key(facts)}.json")
 
 
 class StepHook(keras.callbacks.Callback):
@@ -313,6 +331,7 @@ def train(dataset: PreparedDataset, *, preset: str, model_config: TransformerCon
                            training=training, runtime=runtime, hardware=hardware(),
                            probe=precision_probe(model_config, training.batch_size, options,
                                                  dataset.cache_root / "probes"),
+                           bf16_matmul=bf16_matmul_check(dataset.cache_root / "probes"),
                            build=lambda precision: KerasAdapter(model_config, training, options, precision))
     report_finished_run(run_dir)
     return run_dir

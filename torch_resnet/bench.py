@@ -49,13 +49,14 @@ PATHS = {  # name -> (precision, channels_last, compile)
 COMPILED = {"fast + torch.compile": ("bf16", True, True)}
 
 
-def matmul_peak(dtype: torch.dtype) -> float:
-    """Best FLOP/s of a torch.mm in `dtype` on this CPU (all threads), grown to a timeable size."""
+def matmul_peak(dtype: torch.dtype, **growth) -> float:
+    """Best FLOP/s of a torch.mm in `dtype` on this CPU (all threads), grown to a timeable size (`growth`:
+    common.bench.peak.matmul_peak's repeats / enough_seconds)."""
     def multiply_for(n: int):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         return lambda: torch.mm(a, b)
 
-    return grown_matmul_peak(multiply_for)[0]
+    return grown_matmul_peak(multiply_for, **growth)[0]
 
 
 def _setup(shape: int, batch: int, precision: str, channels_last: bool, compile_model: bool, *, checkpointing=False):

@@ -26,7 +26,14 @@ from common.runs.config import RuntimeConfig, TrainConfig
 from common.runs.driver import AdapterFacts, EpochStats, Processes, run_training
 from common.runs.hardware import cpu_description
 from common.runs.precision import Hardware
-from common.runs.probe import best_of, probe_key, timed_probe
+from common.runs.probe import (
+    QUICK_MATMUL_REPEATS,
+    QUICK_MATMUL_SECONDS,
+    best_of,
+    cached_bf16_matmul_ratio,
+    probe_key,
+    timed_probe,
+)
 from common.runs.record import PrecisionDecision
 from torch_resnet import checkpoints
 from torch_resnet.config import ResNetConfig
@@ -126,6 +133,18 @@ def precision_probe(requested_layout: bool | None, probe: SpeedProbe | None):
         return {p: best_of(speeds, p) for p in ("fp32", "bf16")}
 
     return measure
+
+
+def bf16_matmul_check(device: torch.device, cache_dir: Path) -> Callable[[], float]:
+    """For `decide_precision`: bf16 over fp32 torch.mm throughput on this CPU, measured once per machine."""
+    from torch_resnet.bench import matmul_peak
+
+    facts = {"framework": f"torch {torch.__version__}", "device": hardware_of(device).name,
+             "threads": torch.get_num_threads()}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    return cached_bf16_matmul_ratio(
+        lambda p: matmul_peak(dtypes[p], repeats=QUICK_MATMUL_REPEATS, enough_seconds=QUICK_MATMUL_SECONDS),
+        cache_dir / f"matmul-{probe_key(facts)}.json")
 
 
 def to_model_input(batch: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -304,6 +323,7 @@ def train(dataset: PreparedDataset, *, preset: str, model_config: ResNetConfig, 
         model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset, training=training,
         runtime=runtime, hardware=hardware_of(ctx.device), processes=processes,
         probe=precision_probe(options.channels_last, probe),
+        bf16_matmul=None if probe is None else bf16_matmul_check(ctx.device, dataset.cache_root / "probes"),
         build=lambda precision: TorchAdapter(model_config, training, options, precision, ctx, dataset.classes, dataset,
                                              probe))
     if ctx.is_main:

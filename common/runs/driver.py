@@ -198,6 +198,7 @@ class RunRequest:
     hardware: Hardware
     processes: Processes = Processes()
     probe: Callable[[], dict[str, float]] | None = None  # for `decide_precision`
+    bf16_matmul: Callable[[], float] | None = None  # for `decide_precision`: bf16 / fp32 matmul throughput here
 
     @cached_property
     def data(self) -> DataRecord:
@@ -284,7 +285,8 @@ def _abandon(run_dir: Path, lock: RunLock, created: bool) -> None:
 def _precision(request: RunRequest, stored: RunRecord | None) -> PrecisionDecision:
     if stored is not None and stored.precision.requested == request.training.precision:
         return stored.precision  # resume keeps the decision made when the run began
-    return decide_precision(request.training.precision, request.hardware, probe=request.probe)
+    return decide_precision(request.training.precision, request.hardware, probe=request.probe,
+                            bf16_matmul=request.bf16_matmul)
 
 
 def _check_same_run(request: RunRequest, run_dir: Path, stored: RunRecord, precision: PrecisionDecision) -> None:

@@ -27,6 +27,11 @@ CPU_BF16_MIN_SPEEDUP = 2.0
 # of its margin, are a close call: fp32, the safe side, and the run says so.
 CLOSE_CALL_MARGIN = 1.25
 CLOSE_CALL_PROBES = 3
+# A CPU whose bf16 matrix products are not even as fast as its fp32 ones (no AVX512-BF16 or AMX: bf16 is
+# emulated, ~0.04-0.08x fp32 on a 2-core AVX2 EPYC) cannot run a model step 2x faster in bf16, so its bf16
+# candidates are not timed: the 64^3 ResNet's bf16 steps took ~80 s each there, minutes of probing for a
+# foregone answer. Measured by a second-long matmul check where the run is, never read off the CPU's flags.
+BF16_MATMUL_MIN_RATIO = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,11 @@ class Hardware:
     gpu_bf16: bool = False  # the GPU computes bf16 natively (Ampere and newer)
 
 
-def decide_precision(requested: str, hardware: Hardware, *,
-                     probe: Callable[..., dict[str, float]] | None = None) -> PrecisionDecision:
+def decide_precision(requested: str, hardware: Hardware, *, probe: Callable[..., dict[str, float]] | None = None,
+                     bf16_matmul: Callable[[], float] | None = None) -> PrecisionDecision:
     """probe() -> samples/s of a few training steps per candidate ("fp32", "bf16") on this machine;
-    probe(fresh=True) measures again instead of reading the machine's cached probe."""
+    probe(fresh=True) measures again instead of reading the machine's cached probe. bf16_matmul() -> bf16's
+    matrix-product throughput over fp32's here: under BF16_MATMUL_MIN_RATIO the probe is not run."""
     if requested != "auto":
         return PrecisionDecision(requested, requested, f"--precision {requested} given")
     if hardware.device_type == "cuda":
@@ -48,6 +54,12 @@ def decide_precision(requested: str, hardware: Hardware, *,
         return PrecisionDecision("auto", "fp16", f"{hardware.name} lacks bf16: fp16 autocast + gradient scaler")
     if probe is None:
         return PrecisionDecision("auto", "fp32", "CPU: fp32 (bf16 only when a probe measures it clearly faster)")
+    if bf16_matmul is not None:
+        ratio = bf16_matmul()
+        if ratio < BF16_MATMUL_MIN_RATIO:
+            return PrecisionDecision("auto", "fp32", f"CPU: bf16 matrix products {ratio:.2f}x fp32 here (emulated), "
+                                     f"no step can gain {CPU_BF16_MIN_SPEEDUP}x: fp32, bf16 steps not probed",
+                                     {"bf16_over_fp32_matmul": round(ratio, 3)})
     speeds = probe()
     ratios = [_bf16_ratio(speeds)]
     while _near_the_rule(ratios[-1]) and len(ratios) < CLOSE_CALL_PROBES:

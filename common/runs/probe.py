@@ -128,3 +128,29 @@ def best_of(speeds: dict[str, float], prefix: str) -> float:
     """The best samples/s among candidates named `<prefix>/...` (or exactly `prefix`)."""
     values = [v for k, v in speeds.items() if k == prefix or k.startswith(prefix + "/")]
     return max(values) if values else 0.0
+
+
+# The matmul check before a precision probe: products grown only until one takes this long, a few repeats.
+# Its answer is a ratio compared with 1.0, not a peak: ~10x margins need no precision (about a second in all).
+QUICK_MATMUL_SECONDS = 0.02
+QUICK_MATMUL_REPEATS = 3
+
+
+def cached_bf16_matmul_ratio(matmul_flops: Callable[[str], float], cache_file: Path | None) -> Callable[[], float]:
+    """() -> bf16 over fp32 matrix-product FLOP/s on this machine (`matmul_flops(precision)` measures one),
+    measured once and kept in `cache_file` (VOLCLS_REPROBE=1 measures again)."""
+    def ratio() -> float:
+        if cache_file is not None and cache_file.is_file() and not os.environ.get(REPROBE_ENV):
+            try:
+                cached = float(json.loads(cache_file.read_text())["bf16_over_fp32"])
+                if math.isfinite(cached) and cached > 0:
+                    return cached
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # damaged: measured again
+        measured = matmul_flops("bf16") / matmul_flops("fp32")
+        if cache_file is not None and not (cache_file.exists() and not cache_file.is_file()):
+            atomic_write_text(cache_file, json.dumps({"bf16_over_fp32": measured}))
+        return measured
+
+    return ratio
+
