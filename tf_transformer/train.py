@@ -143,23 +143,26 @@ def tensorflow_kernels() -> str | None:
     return {"1": "oneDNN", "0": "Eigen"}.get(os.environ.get(ONEDNN_VARIABLE, ""), "TensorFlow's choice")
 
 
-def precision_probe(config: TransformerConfig, batch_size: int, options: KerasOptions, cache_dir: Path | None):
-    """For `decide_precision`: samples/s of fp32 and mixed_bfloat16 steps, measured once per machine."""
+def precision_probe(config: TransformerConfig, batch_size: int, options: KerasOptions, cache_dir: Path | None, *,
+                    threads: int = 0):
+    """For `decide_precision`: samples/s of fp32 and mixed_bfloat16 steps, measured once per machine and thread
+    count (`threads`: --threads, 0 for the backend's default)."""
     backend = keras.backend.backend()
     facts = {"framework": f"keras {keras.__version__} {backend}", "device": hardware().name, "model": config.to_dict(),
-             "batch": batch_size, "jit": options.jit_compile, "kernels": tensorflow_kernels()}
+             "batch": batch_size, "jit": options.jit_compile, "kernels": tensorflow_kernels(), "threads": threads}
     cache_file = cache_dir / f"transformer-{probe_key(facts)}.json" if cache_dir else None
     return lambda fresh=False: timed_probe(
         ["fp32", "bf16"], lambda p: synthetic_training_step(config, p, batch_size=batch_size, jit_compile=options.jit),
         batch_size=batch_size, cache_file=cache_file, fresh=fresh)
 
 
-def bf16_matmul_check(cache_dir: Path) -> Callable[[], float]:
-    """For `decide_precision`: bf16 over fp32 keras.ops.matmul throughput here, measured once per machine."""
+def bf16_matmul_check(cache_dir: Path, *, threads: int = 0) -> Callable[[], float]:
+    """For `decide_precision`: bf16 over fp32 keras.ops.matmul throughput here, measured once per machine and
+    thread count (the ratio depends on it: 0.86x on two threads, 1.12x on one, on a 2-core AVX2 EPYC)."""
     from tf_transformer.bench import matmul_peak
 
     facts = {"framework": f"keras {keras.__version__} {keras.backend.backend()}", "device": hardware().name,
-             "kernels": tensorflow_kernels()}
+             "kernels": tensorflow_kernels(), "threads": threads}
     dtypes = {"fp32": "float32", "bf16": "bfloat16"}
     return cached_bf16_matmul_ratio(
         lambda p: matmul_peak(dtypes[p], repeats=QUICK_MATMUL_REPEATS, enough_seconds=QUICK_MATMUL_SECONDS),
@@ -330,8 +333,8 @@ def train(dataset: PreparedDataset, *, preset: str, model_config: TransformerCon
     run_dir = run_training(model=MODEL, preset=preset, model_config=model_config.to_dict(), dataset=dataset,
                            training=training, runtime=runtime, hardware=hardware(),
                            probe=precision_probe(model_config, training.batch_size, options,
-                                                 dataset.cache_root / "probes"),
-                           bf16_matmul=bf16_matmul_check(dataset.cache_root / "probes"),
+                                                 dataset.cache_root / "probes", threads=runtime.threads),
+                           bf16_matmul=bf16_matmul_check(dataset.cache_root / "probes", threads=runtime.threads),
                            build=lambda precision: KerasAdapter(model_config, training, options, precision))
     report_finished_run(run_dir)
     return run_dir

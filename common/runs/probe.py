@@ -153,4 +153,3 @@ def cached_bf16_matmul_ratio(matmul_flops: Callable[[str], float], cache_file: P
         return measured
 
     return ratio
-
