@@ -69,31 +69,44 @@ def timed_probe(candidates: list[str], make_step: Callable[[str], Callable[[], N
     `warmups`, if given, receives each candidate's untimed first step in seconds (what a compilation costs).
     fresh=True (or VOLCLS_REPROBE=1) measures every candidate again and overwrites the cache.
     """
-    if cache_file is not None and cache_file.exists() and not cache_file.is_file():
-        cache_file = None  # a directory (or other non-file) in its place: measure, and keep nothing
-    again = fresh or os.environ.get(REPROBE_ENV)
-    known, known_warmups = ({}, {}) if cache_file is None or again else _read_cache(cache_file)
+    known, known_warmups = _parse_probe_cache(_read_json_cache(cache_file, fresh))
     missing = [c for c in candidates if c not in known or c not in known_warmups]
     if missing:
         speeds, warmup_seconds = _interleaved_timing(missing, make_step, batch_size, timer)
         known.update(speeds)
         known_warmups.update(warmup_seconds)
-    if missing and cache_file is not None:
-        atomic_write_text(cache_file, json.dumps({"samples_per_second": known, "warmup_seconds": known_warmups},
-                                                 indent=1))
+        _write_json_cache(cache_file, {"samples_per_second": known, "warmup_seconds": known_warmups})
     if warmups is not None:
         warmups.update({c: known_warmups[c] for c in candidates})
     return {c: known[c] for c in candidates}
 
 
-def _read_cache(cache_file: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """(samples/s, warm-up seconds) per candidate from a probe cache file; nothing if any value is not a
-    finite positive speed or a finite non-negative time (a damaged or edited file): measured again."""
+def _read_json_cache(cache_file: Path | None, fresh: bool = False) -> dict:
+    """The JSON object kept in a probe cache file; {} (measure again) when there is none, when fresh=True or
+    VOLCLS_REPROBE=1 asks for a new measurement, or when the file is unreadable or not a JSON object."""
+    if cache_file is None or fresh or os.environ.get(REPROBE_ENV) or not cache_file.is_file():
+        return {}
     try:
         cached = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def _write_json_cache(cache_file: Path | None, content: dict) -> None:
+    """Keeps `content` in `cache_file`, whole or not at all; nothing where a directory (or other non-file)
+    stands in its place: the measurement is used and not kept."""
+    if cache_file is not None and not (cache_file.exists() and not cache_file.is_file()):
+        atomic_write_text(cache_file, json.dumps(content, indent=1))
+
+
+def _parse_probe_cache(cached: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """(samples/s, warm-up seconds) per candidate from a probe cache's content; nothing if any value is not
+    a finite positive speed or a finite non-negative time (a damaged or edited file): measured again."""
+    try:
         speeds = {str(k): float(v) for k, v in cached["samples_per_second"].items()}
         warmups = {str(k): float(v) for k, v in cached["warmup_seconds"].items()}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    except (ValueError, AttributeError, KeyError, TypeError):
         return {}, {}
     valid = (all(math.isfinite(v) and v > 0 for v in speeds.values())
              and all(math.isfinite(v) and v >= 0 for v in warmups.values()))
@@ -140,16 +153,14 @@ def cached_bf16_matmul_ratio(matmul_flops: Callable[[str], float], cache_file: P
     """() -> bf16 over fp32 matrix-product FLOP/s on this machine (`matmul_flops(precision)` measures one),
     measured once and kept in `cache_file` (VOLCLS_REPROBE=1 measures again)."""
     def ratio() -> float:
-        if cache_file is not None and cache_file.is_file() and not os.environ.get(REPROBE_ENV):
-            try:
-                cached = float(json.loads(cache_file.read_text())["bf16_over_fp32"])
-                if math.isfinite(cached) and cached > 0:
-                    return cached
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # damaged: measured again
+        try:
+            cached = float(_read_json_cache(cache_file)["bf16_over_fp32"])
+        except (KeyError, ValueError, TypeError):
+            cached = math.nan  # none kept, or damaged: measured again
+        if math.isfinite(cached) and cached > 0:
+            return cached
         measured = matmul_flops("bf16") / matmul_flops("fp32")
-        if cache_file is not None and not (cache_file.exists() and not cache_file.is_file()):
-            atomic_write_text(cache_file, json.dumps({"bf16_over_fp32": measured}))
+        _write_json_cache(cache_file, {"bf16_over_fp32": measured})
         return measured
 
     return ratio
