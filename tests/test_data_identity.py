@@ -1,16 +1,18 @@
 """"Same data" is decided by content: a re-copied dataset keeps comparing and resuming; other data never does."""
 
+import csv
 import json
 import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import fake_record, write_nifti
 from test_run_identity import one_error_line, resnet_args
 
-from common.data.cache import find_cache_with_content
+from common.data.cache import SOURCE_DIGEST_KEY, find_cache_with_content
 from common.data.dataset import prepare_dataset
 from common.data.identity import CONTENT_HASH_KEY, compute_content_hash, content_hash
 from common.data.preprocess import PreprocessConfig
@@ -152,3 +154,59 @@ def test_explain_finds_the_volumes_of_a_recopied_dataset_by_content(tmp_path, ca
     np.testing.assert_array_equal(np.stack([i.volume for i in inputs]), np.asarray(test.x, dtype=np.float32))
     with pytest.raises(DataError, match="the run's preprocessed cache is not there"):
         split_inputs(run_dir, replace(record, data=replace(record.data, content_hash="0" * 20)), "test", cache_root)
+
+
+def _copy_dataset(manifest, to):
+    """The manifest and its NIfTI files in another folder, with other modification times (a fresh copy)."""
+    to.mkdir()
+    for path in [manifest, *manifest.parent.glob("*.nii.gz")]:
+        shutil.copyfile(path, to / path.name)
+        os.utime(to / path.name, ns=(10**18, 10**18))
+    return to / manifest.name
+
+
+def test_a_copied_dataset_borrows_the_cached_volumes_instead_of_preprocessing_again(make_manifest, cache_root,
+                                                                                     tmp_path, monkeypatch):
+    manifest = make_manifest()
+    first = prepare_dataset(manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+    (first.folder / "qc").mkdir()  # as a t1-linear cache has: its QC page goes with the volumes
+    (first.folder / "qc" / "index.html").write_text("qc")
+    copied_manifest = _copy_dataset(manifest, tmp_path / "copy")
+
+    def no_preprocessing(*args):
+        raise AssertionError("a file of the copy was preprocessed again")
+
+    monkeypatch.setattr("common.data.cache.preprocess_file_qc", no_preprocessing)
+    copied = prepare_dataset(copied_manifest, label_column="label", preprocess=TINY, cache_root=cache_root,
+                             progress=False)
+    assert copied.folder != first.folder and copied.content_hash == first.content_hash
+    assert os.path.samefile(copied.folder / "volumes.npy", first.folder / "volumes.npy")  # hard-linked, not copied
+    assert (copied.folder / "qc" / "index.html").read_text() == "qc"
+    with (copied.folder / "index.csv").open() as f:  # the index names the copy's files, with their stats
+        paths = [row["path"] for row in csv.DictReader(f)]
+    assert paths and all(Path(p).parent == copied_manifest.parent for p in paths)
+    np.testing.assert_array_equal(copied.split("train").x, first.split("train").x)
+    for meta in (first.folder, copied.folder):
+        assert json.loads((meta / "meta.json").read_text())[SOURCE_DIGEST_KEY] == source_digest_of(copied)
+    # one changed file of the copy: another digest, so it is preprocessed (and the patched step says so)
+    write_nifti(copied_manifest.parent / "s03_0.nii.gz", np.random.default_rng(5).normal(size=(12, 12, 12)))
+    with pytest.raises(AssertionError, match="preprocessed again"):
+        prepare_dataset(copied_manifest, label_column="label", preprocess=TINY, cache_root=cache_root, progress=False)
+
+
+def source_digest_of(dataset):
+    return json.loads((dataset.folder / "meta.json").read_text())[SOURCE_DIGEST_KEY]
+
+
+def test_a_copied_medmnist_file_borrows_its_cache_and_other_settings_do_not(tmp_path, cache_root, capsys):
+    original = prepare(toy_npz(tmp_path / "toy.npz"), cache_root)
+    (tmp_path / "copy").mkdir()
+    shutil.copyfile(tmp_path / "toy.npz", tmp_path / "copy" / "toy.npz")
+    copied = prepare_dataset(tmp_path / "copy" / "toy.npz", cache_root=cache_root, progress=True,
+                             preprocess=PreprocessConfig(shape=(8, 8, 8), normalize="minmax"))
+    assert f"the same files as {original.folder}" in capsys.readouterr().err
+    assert copied.folder != original.folder and copied.content_hash == original.content_hash
+    other = prepare_dataset(tmp_path / "copy" / "toy.npz", cache_root=cache_root, progress=False,
+                            preprocess=PreprocessConfig(shape=(6, 6, 6), normalize="minmax"))
+    assert not os.path.samefile(other.folder / "volumes.npy", original.folder / "volumes.npy")
+    assert source_digest_of(other) != source_digest_of(original)
