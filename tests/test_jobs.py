@@ -56,3 +56,18 @@ def test_parallel_and_cpus_per_job_decide_the_resources(monkeypatch):
         resources_from_args(_parse("--parallel", "0"))
     with pytest.raises(ConfigError, match="--parallel 0: must be >= 1"):
         Resources(at_once=0)
+
+
+def test_a_local_cluster_that_does_not_start_is_one_error_line(monkeypatch):
+    """Ray raises a bare Exception when its raylet does not start in time (seen on a loaded 2-core machine):
+    one ConfigError naming the cluster and what to do, not a traceback."""
+    import ray
+
+    def timed_out(**kwargs):
+        raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", timed_out)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(ConfigError, match=r"a local Ray cluster: cannot connect \(The current node timed out.*run again"):
+        with cluster(None):
+            pass

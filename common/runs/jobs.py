@@ -125,9 +125,11 @@ def _connect(ray, address: str | None) -> None:
             ray.init(address=address, **kwargs)
         else:  # "local": a new cluster of this process, never one that `ray start` left running here
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001  Ray raises a bare Exception when its node does not start in time
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise ConfigError(f"{where}: cannot connect ({str(exc).splitlines()[0][:300]})") from None
+        hint = "" if address else "; on a machine too loaded for Ray's processes to start in time, run again later"
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigError(f"{where}: cannot connect ({reason}){hint}") from None
 
 
 def run_jobs(jobs: list[Job], resources: Resources) -> list[JobFailure]:
