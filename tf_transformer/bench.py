@@ -22,7 +22,7 @@ from pathlib import Path
 DEFAULT_BATCH = 4  # throughput; --capacity searches for its batch unless --batch is given
 SUITE_SIZES = {"full": {"preset": "reference", "shape": 64, "batch": 4, "steps": 4, "explain": [32, 64],
                         "preset_shapes": [32, 64], "preset_batch": 8},
-               "quick": {"preset": "small", "shape": 24, "batch": 2, "steps": 2, "explain": [16],
+               "quick": {"preset": "small", "shape": 16, "batch": 2, "steps": 2, "explain": [16],
                          "preset_shapes": [32], "preset_batch": 2}}
 # The presets whose cost `make bench` compares (the recipes against `small`, at 32^3 and 64^3).
 SUITE_PRESETS = ("small", "small_recipe", "small_recipe_strided")

@@ -36,7 +36,7 @@ SUITE_SIZES = {
              "loader": ["--shape", "64", "--preset", "small", "--batch", "8", "--steps", "4"],
              "payback": ["--preset", "small", "--shape", "32", "--batch", "8", "--steps", "5", "--channels-last"],
              "explain": [32, 64], "preset_shapes": [32, 64], "preset_batch": 8},
-    "quick": {"shape": 24, "batch": 2, "steps": 2, "compile": False, "memory_shape": 32, "memory_batch": 2,
+    "quick": {"shape": 16, "batch": 2, "steps": 2, "compile": False, "memory_shape": 32, "memory_batch": 2,
               "loader": ["--shape", "24", "--preset", "tiny", "--batch", "4", "--steps", "3"], "payback": None,
               "explain": [16], "preset_shapes": [32], "preset_batch": 2},
 }
