@@ -1,6 +1,7 @@
 """The job runner (common.runs.jobs) on a real local Ray cluster: --parallel bounds the jobs in flight even
 when each job declares few enough CPUs for Ray to pack more of them."""
 
+import os
 import sys
 
 import pytest
@@ -12,11 +13,11 @@ from common.runs.jobs import Job, Resources, cluster, resources_from_args, run_j
 # Each job marks itself running, waits, counts the jobs running beside it, and leaves: the largest count
 # seen is how many ran at once.
 OVERLAP_PROBE = """
-import pathlib, sys, time
+import os, pathlib, sys, time
 running = pathlib.Path(sys.argv[1]); me = running / sys.argv[2]
 me.touch(); time.sleep(1.5)
 seen = len(list(running.iterdir()))
-with open(running.parent / "seen.txt", "a") as out: out.write(f"{seen}\\n")
+with open(running.parent / "seen.txt", "a") as out: out.write(f"{seen} {os.nice(0)}\\n")
 me.unlink()
 """
 
@@ -28,7 +29,10 @@ def _most_at_once(tmp_path, at_once) -> int:
             for i in range(4)]
     with cluster(None):  # a local cluster of this machine's CPUs: 0.5-CPU jobs fit at least two at once
         assert run_jobs(jobs, Resources(cpus=0.5, at_once=at_once)) == []
-    return max(int(line) for line in (tmp_path / "seen.txt").read_text().split())
+    rows = [line.split() for line in (tmp_path / "seen.txt").read_text().splitlines()]
+    # each job at the command's own priority: Ray's default (niceness 15) starved cv's trainings beside other work
+    assert {int(nice) for _, nice in rows} == {os.nice(0)}
+    return max(int(seen) for seen, _ in rows)
 
 
 @pytest.mark.slow(minutes=1)  # a local Ray cluster: 15 s on an idle 2-core machine

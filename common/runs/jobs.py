@@ -124,6 +124,9 @@ def _connect(ray, address: str | None) -> None:
         if address:
             ray.init(address=address, **kwargs)
         else:  # "local": a new cluster of this process, never one that `ray start` left running here
+            # Ray lowers its workers' priority (niceness 15) by default, and the trainings they start inherit
+            # it: beside any other work a cv or tune ran starved. The jobs are the command's work: its priority.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
     except Exception as exc:  # noqa: BLE001  Ray raises a bare Exception when its node does not start in time
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
