@@ -27,11 +27,14 @@ CPU_BF16_MIN_SPEEDUP = 2.0
 # of its margin, are a close call: fp32, the safe side, and the run says so.
 CLOSE_CALL_MARGIN = 1.25
 CLOSE_CALL_PROBES = 3
-# A CPU whose bf16 matrix products are not even as fast as its fp32 ones (no AVX512-BF16 or AMX: bf16 is
-# emulated, ~0.04-0.08x fp32 on a 2-core AVX2 EPYC) cannot run a model step 2x faster in bf16, so its bf16
-# candidates are not timed: the 64^3 ResNet's bf16 steps took ~80 s each there, minutes of probing for a
-# foregone answer. Measured by a second-long matmul check where the run is, never read off the CPU's flags.
-BF16_MATMUL_MIN_RATIO = 1.0
+# A model step gains from bf16 no more than its matrix products do (mixed precision adds casts and keeps
+# reductions in fp32), so a CPU whose bf16 products are not CPU_BF16_MIN_SPEEDUP x its fp32 ones cannot meet
+# the rule, and its bf16 candidates are not timed. Without AVX512-BF16 or AMX bf16 is emulated: on a 2-core
+# AVX2 EPYC torch's products ran at 0.01-0.02x fp32 (the 64^3 ResNet's bf16 probe steps ~80 s each) and
+# Keras' at 0.86-1.80x while the transformer's bf16 steps ran at 0.03-0.08x: its probe took ~10 minutes of
+# each run for a foregone answer. Measured by a second-long matmul check where the run is, never read off
+# the CPU's flags.
+BF16_MATMUL_MIN_RATIO = CPU_BF16_MIN_SPEEDUP
 
 
 @dataclass(frozen=True)
