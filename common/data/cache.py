@@ -66,9 +66,14 @@ def cache_root_of(cache_folder: Path) -> Path:
 def find_cache_with_content(cache_root: Path | None, wanted: str) -> Path | None:
     """A cache folder whose stored content hash is `wanted`, or None (caches that predate content hashes
     are not opened: they get theirs on first use)."""
+    return _find_cache_by(cache_root, CONTENT_HASH_KEY, wanted)
+
+
+def _find_cache_by(cache_root: Path | None, meta_key: str, wanted: str) -> Path | None:
+    """The first finished cache folder whose meta.json says `meta_key`: `wanted`, or None."""
     for meta_path in sorted(volumes_root(cache_root).glob("*/meta.json")):
         try:
-            if json.loads(meta_path.read_text()).get(CONTENT_HASH_KEY) == wanted:
+            if json.loads(meta_path.read_text()).get(meta_key) == wanted:
                 return meta_path.parent
         except (OSError, ValueError):  # a cache being written, or not ours: not a match
             continue
@@ -134,13 +139,7 @@ def source_digest(source: Source, config: PreprocessConfig) -> str:
 
 def find_cache_with_source(cache_root: Path | None, wanted: str) -> Path | None:
     """A finished cache folder built from files with source digest `wanted`, or None."""
-    for meta_path in sorted(volumes_root(cache_root).glob("*/meta.json")):
-        try:
-            if json.loads(meta_path.read_text()).get(SOURCE_DIGEST_KEY) == wanted:
-                return meta_path.parent
-        except (OSError, ValueError):  # a cache being written, or not ours: not a match
-            continue
-    return None
+    return _find_cache_by(cache_root, SOURCE_DIGEST_KEY, wanted)
 
 
 def _preprocess_one(job):
