@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.atomic import check_free_space, current_umask
-from common.data.identity import CONTENT_HASH_KEY, compute_content_hash
+from common.data.identity import CONTENT_HASH_KEY, compute_content_hash, file_sha256
 from common.data.preprocess import PreprocessConfig, RegistrationFailed, preprocess_array, preprocess_file_qc
 from common.data.qc import write_qc_page
 from common.data.sources import Source
@@ -115,14 +115,10 @@ def cache_key(source: Source, config: PreprocessConfig) -> str:
 
 def _file_sha256(path: Path) -> str:
     """The file's SHA-256, or a marker no digest matches if it cannot be read (preprocessing then says why)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError as exc:
         return f"unreadable {path}: {exc}"
-    return digest.hexdigest()
 
 
 def source_digest(source: Source, config: PreprocessConfig) -> str:

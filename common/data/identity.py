@@ -26,6 +26,15 @@ CONTENT_HASH_KEY = "content_hash"  # in meta.json
 CHUNK = 1 << 24  # bytes read at a time from volumes.npy
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def compute_content_hash(folder: Path, meta: dict) -> str:
     """The content hash of the cache in `folder` with meta.json document `meta` (reads volumes.npy once)."""
     folder = Path(folder)

@@ -15,7 +15,6 @@ the native `predict --run-dir cv/<name>/<model>` (so parity is checkable member 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -24,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from common.atomic import current_umask
+from common.data.identity import file_sha256
 from common.errors import ConfigError, DataError
 from common.export.card import model_card
 from common.export.members import LAYOUT_FILE, member_file
@@ -39,14 +39,6 @@ PREPROCESS_FILE = "preprocess.json"
 CLASSES_FILE = "classes.json"
 CARD_FILE = "README.md"
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "log_loss")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve(path: Path) -> tuple[ModelEntry, list[tuple[Path, RunRecord]]]:
@@ -151,10 +143,10 @@ def write_bundle_files(folder: Path, entry: ModelEntry, members: list[tuple[Path
         "data": {"name": first.data.name, "source": first.data.source, "classes": list(first.data.classes),
                  "content_hash": first.data.content_hash, "class_counts": first.data.class_counts,
                  "credit": data_credit(first.data)},
-        "files": {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file()},
+        "files": {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()},
     }
     (folder / CARD_FILE).write_text(model_card(metadata))
-    metadata["files"][CARD_FILE] = sha256(folder / CARD_FILE)
+    metadata["files"][CARD_FILE] = file_sha256(folder / CARD_FILE)
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
 
 
@@ -174,7 +166,7 @@ def read_bundle(folder: Path) -> dict:
         file = folder / name
         if not file.is_file():
             raise DataError(f"{file}: missing from the bundle")
-        if sha256(file) != expected:
+        if file_sha256(file) != expected:
             raise DataError(f"{file}: its checksum differs from metadata.json (modified or damaged); "
                             "export the bundle again")
     for needed in (PREPROCESS_FILE, CLASSES_FILE, *(m["file"] for m in metadata.get("members", []))):
