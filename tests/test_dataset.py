@@ -1,5 +1,6 @@
 import os
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,6 +268,16 @@ def test_demo_is_deterministic(cache_root, tmp_path):
     b = prepare_dataset("demo", cache_root=tmp_path / "other", preprocess=TINY, progress=False)
     np.testing.assert_array_equal(np.load(a.folder / "volumes.npy"), np.load(b.folder / "volumes.npy"))
     assert a.classes == ["control", "lesion"] and a.split_hash == b.split_hash
+
+
+def test_demo_record_names_no_machine_path(cache_root, tmp_path):
+    """A kept demo record is committed and read elsewhere: it names the demo, not this machine's cache."""
+    from common.runs.record import data_record
+
+    a = prepare_dataset("demo", cache_root=cache_root, preprocess=TINY, progress=False)
+    b = prepare_dataset("demo", cache_root=tmp_path / "other", preprocess=TINY, progress=False)
+    assert Path(a.location).is_absolute()  # where this machine's files are ...
+    assert data_record(a).location == data_record(b).location == "demo"  # ... is not what the record names
 
 
 @needs_shared_data("ixi_t1_hh", "labels.csv")

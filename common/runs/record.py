@@ -146,8 +146,10 @@ def identity_differences(stored: RunIdentity, new: RunIdentity, cache_root: Path
 
 
 def data_record(dataset) -> DataRecord:
-    """The DataRecord of a common.data.dataset.PreparedDataset."""
-    return DataRecord(source=dataset.source_kind, location=dataset.location, label_column=dataset.label_column,
+    """The DataRecord of a common.data.dataset.PreparedDataset. The demo is recorded by name: its files live
+    in this machine's cache, and a kept record (committed, read on other machines) names no machine's path."""
+    location = "demo" if dataset.source_kind == "demo" else dataset.location
+    return DataRecord(source=dataset.source_kind, location=location, label_column=dataset.label_column,
                       classes=tuple(dataset.classes), preprocess=dataset.preprocess, split=dataset.split_config,
                       split_method=dataset.splits["method"], data_hash=dataset.data_hash,
                       split_hash=dataset.split_hash, class_counts=dataset.class_counts(), dropped=dict(dataset.dropped),
