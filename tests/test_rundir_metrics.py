@@ -52,6 +52,32 @@ def test_bootstrap_is_seeded(tmp_path):
     assert compute_metrics(p, n_resamples=100, seed=3)["ci95"] == compute_metrics(p, n_resamples=100, seed=3)["ci95"]
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_vectorised_bootstrap_equals_scikit_learn_on_every_resample(k):
+    """Each resample's value equals scikit-learn's on that resample: with tied scores (rounded
+    probabilities), with classes missing from a resample (balanced accuracy over the present ones, AUC
+    undefined), and across resample chunks."""
+    import warnings
+
+    from common.evaluation.metrics import RESAMPLE_CHUNK, bootstrap_indices, point_metric, resampled_metric
+
+    rng = np.random.default_rng(k)
+    n = 9  # small: many resamples miss a class
+    y = rng.integers(0, k, n)
+    p = rng.dirichlet(np.ones(k), n).round(1)  # ties
+    p /= p.sum(1, keepdims=True)
+    y_hat = p.argmax(1)
+    rows = bootstrap_indices(n, n_resamples=RESAMPLE_CHUNK + 50, seed=1)
+    for name in ("accuracy", "balanced_accuracy", "roc_auc"):
+        fast = resampled_metric(name, y, y_hat, p, rows, n_classes=k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slow = np.array([point_metric(name, y[r], y_hat[r], p[r], k) for r in rows])
+        assert np.isnan(fast).tolist() == np.isnan(slow).tolist(), name
+        assert np.isnan(slow).any() == (name == "roc_auc"), name  # the undefined case is exercised
+        np.testing.assert_allclose(fast[~np.isnan(fast)], slow[~np.isnan(slow)], rtol=0, atol=1e-12, err_msg=name)
+
+
 @pytest.mark.parametrize(
     "edit,message",
     [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from common.evaluation.metrics import bootstrap_indices, point_metric
+from common.evaluation.metrics import bootstrap_indices, percentile_interval, point_metric, resampled_metric
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
@@ -28,14 +28,10 @@ def paired_bootstrap_difference(name: str, y_true: np.ndarray, a: tuple[np.ndarr
     a, b: (y_pred, probabilities) of each model on the same samples, in the same order.
     """
     point = point_metric(name, y_true, *b, n_classes) - point_metric(name, y_true, *a, n_classes)
-    diffs = []
-    for rows in bootstrap_indices(len(y_true), n_resamples=n_resamples, seed=seed):
-        value = (point_metric(name, y_true[rows], b[0][rows], b[1][rows], n_classes)
-                 - point_metric(name, y_true[rows], a[0][rows], a[1][rows], n_classes))
-        if np.isfinite(value):
-            diffs.append(value)
-    low, high = np.percentile(diffs, [2.5, 97.5]) if diffs else (float("nan"), float("nan"))
-    return {"difference": float(point), "ci95": (float(low), float(high))}
+    rows = bootstrap_indices(len(y_true), n_resamples=n_resamples, seed=seed)
+    diffs = (resampled_metric(name, y_true, *b, rows, n_classes=n_classes)
+             - resampled_metric(name, y_true, *a, rows, n_classes=n_classes))
+    return {"difference": float(point), "ci95": percentile_interval(diffs)}
 
 
 def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, *, n_bins: int = 10) -> dict:
