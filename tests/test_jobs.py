@@ -2,7 +2,11 @@
 when each job declares few enough CPUs for Ray to pack more of them."""
 
 import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +42,54 @@ def _most_at_once(tmp_path, at_once) -> int:
 @pytest.mark.slow(minutes=1)  # a local Ray cluster: 15 s on an idle 2-core machine
 def test_parallel_bounds_the_jobs_in_flight(tmp_path):
     assert _most_at_once(tmp_path, at_once=1) == 1  # Ray alone would run at least two of them at once
+
+
+# A cv-like command: one local cluster, one job that records its pid and would run for ten minutes.
+INTERRUPTED_RUNNER = """
+import sys
+from pathlib import Path
+from common.runs.jobs import Job, Resources, cluster, run_jobs
+from common.runs.options import run_command
+tmp = Path(sys.argv[1])
+job = Job("sleeper", (sys.executable, "-c", f"import os, time; open({str(tmp / 'pid')!r}, 'w').write(str(os.getpid())); time.sleep(600)"), tmp / "job.log")
+def work():
+    with cluster(None):
+        return run_jobs([job], Resources(cpus=1))
+sys.exit(run_command(work))
+"""
+
+
+@pytest.mark.slow(minutes=1)
+def test_ctrl_c_stops_the_jobs_and_exits_130(tmp_path):
+    """Ctrl-C on a cv or tune while a job runs: the command ends with exit 130 and its "rerun" line, the local
+    cluster is shut down and the job's process is gone (no training left running on its own)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    runner = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUNNER, str(tmp_path)], env=env,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        while not (tmp_path / "pid").is_file() or not (tmp_path / "pid").read_text():
+            assert runner.poll() is None, runner.stderr.read()
+            time.sleep(0.2)
+        job_pid = int((tmp_path / "pid").read_text())
+        runner.send_signal(signal.SIGINT)
+        _, err = runner.communicate(timeout=180)  # a bound for a broken build, far below the job's ten minutes
+    finally:
+        runner.kill()
+    assert runner.returncode == 130, err[-2000:]
+    assert "interrupted; rerun the same command to resume" in err
+    for _ in range(100):  # the job dies with its Ray worker (PR_SET_PDEATHSIG), a moment after the shutdown
+        if not Path(f"/proc/{job_pid}").exists() or "zombie" in _state(job_pid):
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{job_pid}").exists() or "zombie" in _state(job_pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "gone"
 
 
 def _parse(*options):
