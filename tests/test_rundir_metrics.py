@@ -155,4 +155,4 @@ def test_a_matrix_still_training_shows_each_missing_run_under_its_planned_preset
                                 {"resnet": ["--preset", "small"]}))
     cells = cells_of(tmp_path)  # no run has started: every cell missing, none guessed
     assert [(c.preset, c.precision, c.test_accuracy) for c in cells] == [("small", "bf16", None)] * 2
-    assert "| ResNet | small | bf16 | 2 | 2 | nan | 0 / 0 | n/a | 0 |" in render(cells)
+    assert "| ResNet | small | bf16 | 2 | 2 | n/a | 0 / 0 | n/a | 0 |" in render(cells)

@@ -112,7 +112,7 @@ def render(cells: list[Cell]) -> str:
         median = statistics.median(learned) if learned else None
         lines.append(
             f"| {model} | {(done or group)[0].preset} | {precision} | {len(group)} | {len(group) - len(done)} "
-            f"| {min((c.test_accuracy for c in done), default=float('nan')):.3f} "
+            f"| {f'{min(c.test_accuracy for c in done):.3f}' if done else 'n/a'} "
             f"| {sum(c.test_accuracy >= GOAL_ACCURACY for c in done)} / {len(done)} "
             f"| {'n/a' if median is None else f'{median:g}'} | {len(done) - len(learned)} |")
     lines += ["", "## Every run", "", "| model | precision | fold | seed | test accuracy | epochs to learn |",
