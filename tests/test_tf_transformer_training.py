@@ -82,3 +82,21 @@ def test_mirrored_strategy_on_two_logical_cpus(make_manifest, cache_root, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replicas" in result.stdout
     assert [r["epoch"] for r in read_history(tmp_path / "mirrored")] == [1, 2]
+
+
+def test_the_optimizer_is_built_before_the_first_step():
+    """Slots made by the first step are variables created inside the traced train step, which TensorFlow
+    then traces twice (about half of a transformer run's first epoch). Built with the adapter, the state
+    that resume saves exists from the start: model and optimizer variables."""
+    from common.runs.config import TrainConfig
+    from common.runs.precision import PrecisionDecision
+    from tf_transformer.config import preset
+    from tf_transformer.options import KerasOptions
+    from tf_transformer.train import KerasAdapter
+
+    config = preset("tiny").with_data(input_shape=(16,) * 3, num_classes=2)
+    adapter = KerasAdapter(config, TrainConfig(), KerasOptions(), PrecisionDecision("fp32", "fp32", "test"))
+    optimizer = adapter.model.optimizer
+    assert optimizer.built and int(optimizer.iterations) == 0
+    # AdamW: a first and a second moment per weight, beside its step counter and learning rate
+    assert len(optimizer.variables) >= 2 * len(adapter.model.trainable_variables) + 1

@@ -14,14 +14,22 @@ from tf_transformer.keras_state import precision_policy
 from tf_transformer.model import build_transformer
 
 
+def compile_for_training(model: keras.Model, *, optimizer, loss, jit_compile, metrics=None) -> None:
+    """model.compile, with the optimizer's slots made now rather than by the first step: variables created
+    inside the traced train step make TensorFlow trace it twice (about half of a transformer run's first
+    epoch, and of each precision candidate's warm-up in the probe)."""
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    model.optimizer.build(model.trainable_variables)
+
+
 def synthetic_training_step(config: TransformerConfig, precision: str, *, batch_size: int, jit_compile):
     """A real training step (AdamW) of a freshly built model under a precision policy, on one fixed
     random batch; returns the loss. The probe times it; `tf_transformer.bench` measures speed with it."""
     keras.utils.set_random_seed(0)
     with precision_policy(precision):  # the model keeps its layers' policy after the scope
         model = build_transformer(config)
-        model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        compile_for_training(model, optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
+                             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(1)
     x = rng.normal(size=(batch_size, *config.input_shape, config.in_channels)).astype("float32")
     y = rng.integers(0, config.num_classes, batch_size)

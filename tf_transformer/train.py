@@ -41,7 +41,7 @@ from tf_transformer.keras_state import ONEDNN_VARIABLE, precision_policy
 from tf_transformer.model import build_transformer, summary_lines
 from tf_transformer.model_file import load_selected_model
 from tf_transformer.options import KerasOptions
-from tf_transformer.steps import peak_memory_bytes, synthetic_training_step
+from tf_transformer.steps import compile_for_training, peak_memory_bytes, synthetic_training_step
 
 MODEL = "tf_transformer"
 MODEL_FILE = "model.keras"
@@ -233,10 +233,8 @@ class KerasAdapter:
         keras.utils.set_random_seed(training.seed)
         with precision_policy(precision.resolved), scope:
             self.model = build_transformer(config)
-            self.model.compile(optimizer=make_optimizer(training, self.model),
-                               loss=make_loss(training),
-                               metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                               jit_compile=options.jit)
+            compile_for_training(self.model, optimizer=make_optimizer(training, self.model), loss=make_loss(training),
+                                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=options.jit)
             # With --ema-decay, validation, selection and the saved model use the averaged weights.
             self.ema = WeightEMA(self.model, training.ema_decay) if training.ema_decay else None
         self._hardware = hardware()
@@ -280,12 +278,9 @@ class KerasAdapter:
                               f"{len(ours)} of the network in config.json")
         self.model.set_weights(weights)
         self._use_ema = False  # the model now holds the selected (averaged) weights: predict them as they are
-        self._use_ema = False  # the model now holds the selected (averaged) weights: predict them as they are
 
     def _state_variables(self) -> list:
-        optimizer = self.model.optimizer
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
+        optimizer = self.model.optimizer  # built in __init__
         ema = (self.ema.shadows + [self.ema.updates]) if self.ema is not None else []
         return list(self.model.variables) + list(optimizer.variables) + ema
 
