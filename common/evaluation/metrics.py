@@ -1,4 +1,6 @@
-"""Metrics computed from predictions.csv alone; scikit-learn does the arithmetic."""
+"""Metrics computed from predictions.csv alone. scikit-learn computes every point estimate; the bootstrap
+resamples are computed all at once with numpy/scipy (the same values as scikit-learn's on each resample,
+tests/test_rundir_metrics.py)."""
 
 from __future__ import annotations
 
