@@ -178,3 +178,25 @@ def test_claims_rewrite_a_drifted_number_and_refuse_unknown_or_missing_ones(tmp_
         measured(benchmarks.replace("Compiled steps are", "Compiled steps run"))
     with pytest.raises(ClaimError, match="no section '## Does torch.compile"):
         measured(benchmarks.replace("## Does torch.compile", "## Torch compile"))
+
+
+def test_run_overheads_measures_both_ways_and_they_agree():
+    """The scoring benchmark times the per-resample scikit-learn way and the vectorised way on the same
+    resamples, and the two give the same values; the report shows both and their ratio."""
+    from common.bench.run_overheads import bootstrap_seconds, render
+
+    bootstrap = bootstrap_seconds(40, repeats=1, n_resamples=30)
+    assert set(bootstrap["seconds"]) == {"scikit-learn per resample", "vectorised"}
+    assert bootstrap["max_difference"] < 1e-12
+    text = render({"command": "c", "date": "d", "machine": "m", "repeats": 1, "bootstrap": bootstrap,
+                   "first_step": {"seconds": {"lazy": 2.0, "prebuilt": 1.0},
+                                  "all_seconds": {"lazy": [2.0], "prebuilt": [1.0]}}})
+    assert "| scikit-learn, one call per resample |" in text and "**2.00x** faster to the first step" in text
+
+
+@pytest.mark.parametrize("slots", ["lazy", "prebuilt"])
+def test_transformer_first_step_is_timed_with_either_optimizer(slots):
+    from tf_transformer.bench import first_step
+
+    result = first_step(shape=16, batch=2, preset_name="tiny", optimizer_slots=slots)
+    assert result["optimizer_slots"] == slots and result["seconds"] > 0

@@ -7,6 +7,7 @@ Run once per configuration (the Keras backend is fixed per process); `make bench
     python -m tf_transformer.bench --suite [--quick] --json-dir DIR   # every configuration, as `make bench`
     python -m tf_transformer.bench --capacity --shape 192 --flash true   # largest batch, speed, memory (GPU)
     python -m tf_transformer.bench --plan --shape 192                    # activation memory on paper
+    python -m tf_transformer.bench --first-step lazy|prebuilt            # compile + first step (tracing)
 
 `--capacity` and `--plan` import only keras, numpy and the model (tf_transformer/steps.py), so they run
 under whichever Keras backend a GPU machine has (torch, JAX or TensorFlow).
@@ -74,6 +75,37 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
         "fraction_of_fp32_peak": train_flops / seconds / peak_fp32,
         "fraction_of_own_peak": train_flops / seconds / peak_own,
     }
+
+
+def first_step(*, shape: int, batch: int, preset_name: str, optimizer_slots: str) -> dict:
+    """Seconds of compile + the first training step (tracing) of a fresh model, its optimizer's slots made
+    by that step (`lazy`, Keras' default) or before it (`prebuilt`, as training does: compile_for_training).
+    One per process: a second model in the same process would reuse TensorFlow's warm state."""
+    import time
+
+    import keras
+    import numpy as np
+
+    from tf_transformer.config import preset
+    from tf_transformer.model import build_transformer
+    from tf_transformer.steps import compile_for_training
+
+    config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=2)
+    keras.utils.set_random_seed(0)
+    model = build_transformer(config)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(batch, *config.input_shape, config.in_channels)).astype("float32")
+    y = rng.integers(0, config.num_classes, batch)
+    compile_args = dict(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=False,
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    start = time.perf_counter()
+    if optimizer_slots == "prebuilt":
+        compile_for_training(model, **compile_args)
+    else:
+        model.compile(**compile_args)
+    model.train_on_batch(x, y)
+    return {"optimizer_slots": optimizer_slots, "preset": preset_name, "shape": shape, "batch": batch,
+            "seconds": time.perf_counter() - start}
 
 
 def capacity(*, shape: int, flash: bool, precision: str, max_batch: int, steps: int, batch: int | None,
@@ -188,6 +220,8 @@ def main(argv=None) -> None:
     parser.add_argument("--flash", choices=("true", "false"), default="false",
                         help="capacity: Keras flash attention (trains the preset with attention dropout 0)")
     parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
+    parser.add_argument("--first-step", choices=("lazy", "prebuilt"),
+                        help="seconds of compile + first training step, the optimizer's slots made lazily or before")
     parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
     parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     args = parser.parse_args(argv)
@@ -205,6 +239,10 @@ def main(argv=None) -> None:
         return
     if args.explain:
         print(json.dumps(explain_speed(args.shape, args.preset)))
+        return
+    if args.first_step:
+        print(json.dumps(first_step(shape=args.shape, batch=args.batch or DEFAULT_BATCH, preset_name=args.preset,
+                                    optimizer_slots=args.first_step)))
         return
     if args.capacity:
         print(json.dumps(capacity(shape=args.shape, flash=args.flash == "true", precision=args.precision,
