@@ -65,8 +65,11 @@ def test_ctrl_c_stops_the_jobs_and_exits_130(tmp_path):
     cluster is shut down and the job's process is gone (no training left running on its own)."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
+    # Ctrl-C as a terminal delivers it: to a process that has SIGINT at its default, which Python turns into
+    # KeyboardInterrupt (a pytest-xdist worker, like a background shell job, passes SIGINT on ignored).
     runner = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUNNER, str(tmp_path)], env=env,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while not (tmp_path / "pid").is_file() or not (tmp_path / "pid").read_text():
             assert runner.poll() is None, runner.stderr.read()

@@ -155,6 +155,10 @@ def test_cv_keep_into_keeps_what_finished_before_a_failure_and_resumes_from_it(t
         if len(trained) == 2:
             raise ConfigError("1 of 2 runs failed")
 
+    # report_cli binds build_cv_report when first imported: imported now, it keeps the real one. Imported
+    # first under the patch below (by `score`), it kept the stand-in for this worker's later tests.
+    import common.evaluation.report_cli  # noqa: F401
+
     monkeypatch.setattr("common.runs.cv.run_cv", fake_cv)
     monkeypatch.setattr("common.evaluation.cv_report.build_cv_report", lambda root, out: out / "report.md")
     into = tmp_path / "records"
