@@ -7,7 +7,7 @@ Run once per configuration (the Keras backend is fixed per process); `make bench
     python -m tf_transformer.bench --suite [--quick] --json-dir DIR   # every configuration, as `make bench`
     python -m tf_transformer.bench --capacity --shape 192 --flash true   # largest batch, speed, memory (GPU)
     python -m tf_transformer.bench --plan --shape 192                    # activation memory on paper
-    python -m tf_transformer.bench --first-step lazy|prebuilt            # compile + first step (tracing)
+    python -m tf_transformer.bench --first-step lazy|prebuilt            # build + compile + first step (tracing)
 
 `--capacity` and `--plan` import only keras, numpy and the model (tf_transformer/steps.py), so they run
 under whichever Keras backend a GPU machine has (torch, JAX or TensorFlow).
@@ -78,32 +78,19 @@ def throughput(*, shape: int, batch: int, steps: int, precision: str, jit_compil
 
 
 def first_step(*, shape: int, batch: int, preset_name: str, optimizer_slots: str) -> dict:
-    """Seconds of compile + the first training step (tracing) of a fresh model, its optimizer's slots made
-    by that step (`lazy`, Keras' default) or before it (`prebuilt`, as training does: compile_for_training).
-    One per process: a second model in the same process would reuse TensorFlow's warm state."""
+    """Seconds to build, compile and take the first training step (tracing) of a fresh fp32 model, its
+    optimizer's slots made by that step (`lazy`, Keras' default) or before it (`prebuilt`, as training does:
+    compile_for_training). One per process: a second model in the same process would reuse TensorFlow's
+    warm state."""
     import time
 
-    import keras
-    import numpy as np
-
     from tf_transformer.config import preset
-    from tf_transformer.model import build_transformer
-    from tf_transformer.steps import compile_for_training
+    from tf_transformer.steps import synthetic_training_step
 
     config = preset(preset_name).with_data(input_shape=(shape,) * 3, num_classes=2)
-    keras.utils.set_random_seed(0)
-    model = build_transformer(config)
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(batch, *config.input_shape, config.in_channels)).astype("float32")
-    y = rng.integers(0, config.num_classes, batch)
-    compile_args = dict(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=False,
-                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     start = time.perf_counter()
-    if optimizer_slots == "prebuilt":
-        compile_for_training(model, **compile_args)
-    else:
-        model.compile(**compile_args)
-    model.train_on_batch(x, y)
+    synthetic_training_step(config, "fp32", batch_size=batch, jit_compile=False,
+                            lazy_optimizer=optimizer_slots == "lazy")()
     return {"optimizer_slots": optimizer_slots, "preset": preset_name, "shape": shape, "batch": batch,
             "seconds": time.perf_counter() - start}
 
@@ -221,7 +208,7 @@ def main(argv=None) -> None:
                         help="capacity: Keras flash attention (trains the preset with attention dropout 0)")
     parser.add_argument("--max-batch", type=int, default=64, help="capacity: upper bound of the batch search")
     parser.add_argument("--first-step", choices=("lazy", "prebuilt"),
-                        help="seconds of compile + first training step, the optimizer's slots made lazily or before")
+                        help="seconds to build, compile and take a first training step, the optimizer's slots made lazily or before")
     parser.add_argument("--quick", action="store_true", help="suite: reduced sizes (CI)")
     parser.add_argument("--json-dir", type=Path, help="suite: where the JSON results go")
     args = parser.parse_args(argv)

@@ -22,14 +22,21 @@ def compile_for_training(model: keras.Model, *, optimizer, loss, jit_compile, me
     model.optimizer.build(model.trainable_variables)
 
 
-def synthetic_training_step(config: TransformerConfig, precision: str, *, batch_size: int, jit_compile):
+def synthetic_training_step(config: TransformerConfig, precision: str, *, batch_size: int, jit_compile,
+                            lazy_optimizer: bool = False):
     """A real training step (AdamW) of a freshly built model under a precision policy, on one fixed
-    random batch; returns the loss. The probe times it; `tf_transformer.bench` measures speed with it."""
+    random batch; returns the loss. The probe times it; `tf_transformer.bench` measures speed with it.
+    lazy_optimizer: Keras' own compile, the optimizer's slots made by the first step (what
+    `tf_transformer.bench --first-step` compares against)."""
     keras.utils.set_random_seed(0)
     with precision_policy(precision):  # the model keeps its layers' policy after the scope
         model = build_transformer(config)
-        compile_for_training(model, optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
-                             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        compile_args = dict(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile,
+                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if lazy_optimizer:
+            model.compile(**compile_args)
+        else:
+            compile_for_training(model, **compile_args)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(batch_size, *config.input_shape, config.in_channels)).astype("float32")
     y = rng.integers(0, config.num_classes, batch_size)

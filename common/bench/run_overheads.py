@@ -7,7 +7,7 @@
   common.evaluation.metrics computed them before) against every resample at once (resampled_metric: how
   it computes them now). A run scores val and test when it ends; reports score every run and the pooled
   predictions again.
-- Transformer start: compile + the first training step (tracing) of the `small` preset at 32^3, batch 4,
+- Transformer start: build, compile and the first training step (tracing) of the `small` preset at 32^3, batch 4,
   the optimizer's slots made by that step (Keras' default) or before it (compile_for_training, as training
   does). One fresh process per measurement (`python -m tf_transformer.bench --first-step ...`), the two
   alternated.
@@ -92,7 +92,7 @@ def render(result: dict) -> str:
         lines += [f"Transformer first step: failed: {f['error']} (`{f['command']}`)", ""]
     else:
         lazy, pre = f["seconds"]["lazy"], f["seconds"]["prebuilt"]
-        lines += ["Transformer `small`, 32^3, batch 4: compile + first training step (tracing), one process each, "
+        lines += ["Transformer `small`, 32^3, batch 4: build + compile + first training step (tracing), one process each, "
                   f"median of {result['repeats']}:", "", "| optimizer slots | seconds | all |", "|---|---|---|",
                   f"| made by the first step (Keras' default) | {lazy:.1f} | "
                   + ", ".join(f"{v:.1f}" for v in f["all_seconds"]["lazy"]) + " |",

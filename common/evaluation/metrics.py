@@ -51,7 +51,7 @@ RESAMPLE_CHUNK = 200  # resamples computed at once: bounds the (chunk, n, k) arr
 def resampled_metric(name: str, y_true, y_pred, probabilities, rows: np.ndarray, *, n_classes: int) -> np.ndarray:
     """point_metric of every resample `rows` ((R, n) indices) at once: (R,) values, NaN where undefined.
 
-    The same values as scikit-learn's on each resample (tests/test_metrics.py), vectorised: one
+    The same values as scikit-learn's on each resample (tests/test_rundir_metrics.py), vectorised: one
     scikit-learn call per resample (3 metrics x 1000 resamples x 2 splits) took ~10 s at the end of every run.
     """
     return np.concatenate([_resampled(name, y_true[chunk], y_pred[chunk], probabilities[chunk], n_classes)
