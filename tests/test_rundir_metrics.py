@@ -138,10 +138,44 @@ def test_epochs_to_learn_is_the_first_epoch_with_perfect_val_accuracy():
                {"epoch": "3", "val_accuracy": "1.0"}]
     assert first_perfect_epoch(history) == 2 and first_perfect_epoch(history[:1]) is None
     cells = [Cell("ResNet", "small", "bf16", 0, 0, 1.0, 2), Cell("ResNet", "small", "bf16", 1, 0, 0.9, None),
-             Cell("ResNet", "?", "?", 2, 0, None, None)]
+             Cell("ResNet", "small", "bf16", 2, 0, 1.0, 4), Cell("ResNet", "?", "?", 3, 0, None, None)]
     text = render(cells)
-    assert "| ResNet | small | bf16 | 2 | 0 | 0.900 | 1 / 2 | 2 | 1 |" in text
-    assert "| ResNet | bf16 | 1 | 0 | 0.900 | never |" in text and "| ResNet | ? | 2 | 0 | missing |  |" in text
+    # 3 finished runs: median 4 (the run that never learned counts as later than every epoch), no CI
+    # under 6 runs; 1 of 3 never learned, exact CI 0.8-90.6 %
+    assert "| ResNet | small | bf16 | 3 | 0 | 0.900 | 2 / 3 | 4 | 1 (1–91 %) |" in text
+    assert "| ResNet | bf16 | 1 | 0 | 0.900 | never |" in text and "| ResNet | ? | 3 | 0 | missing |  |" in text
+
+
+def test_a_run_that_never_learned_is_counted_not_dropped_from_the_median():
+    from common.evaluation.robustness import median_epochs_to_learn
+
+    # dropping the three failures would read a median of 2.5 epochs for a preset that fails 3 times in 5
+    assert median_epochs_to_learn([2, 3, None, None, None])[0] == float("inf")
+    assert median_epochs_to_learn([2, 3, 4, None, 9])[0] == 4
+
+
+def test_the_median_interval_is_the_order_statistic_one_and_the_failure_interval_is_exact():
+    from scipy.stats import beta
+
+    from common.evaluation.robustness import failure_rate_interval, median_epochs_to_learn
+
+    epochs = [9, 3, 15, 1, 12, 7, 5, 14, 2, 11, 6, 13, 4, 10, 8]  # 1..15
+    # n = 15 at 95 %: the 4th and 12th smallest (binomial order-statistic table; coverage 96.5 %)
+    assert median_epochs_to_learn(epochs) == (8, 4, 12)
+    assert median_epochs_to_learn([*range(1, 15), None]) == (8, 4, 12)  # the run of 15 epochs never learned
+    low, high = failure_rate_interval(2, 15)
+    assert low == pytest.approx(beta.ppf(0.025, 2, 14)) and high == pytest.approx(beta.ppf(0.975, 3, 13))
+    assert failure_rate_interval(0, 15)[0] == 0
+
+
+def test_a_model_trained_in_two_precisions_gets_a_row_of_all_its_runs():
+    from common.evaluation.robustness import Cell, render
+
+    cells = [Cell("ResNet", "small", p, fold, 0, 1.0, fold + 1) for p in ("bf16", "fp32") for fold in range(3)]
+    cells.append(Cell("Transformer", "small", "fp32", 0, 0, 1.0, 3))
+    text = render(cells)
+    assert "| ResNet | small | all | 6 | 0 | 1.000 | 6 / 6 | 2 (1–3) | 0 (0–46 %) |" in text
+    assert "| Transformer | small | all |" not in text
 
 
 def test_a_matrix_still_training_shows_each_missing_run_under_its_planned_preset_and_precision(tmp_path):
@@ -155,4 +189,4 @@ def test_a_matrix_still_training_shows_each_missing_run_under_its_planned_preset
                                 {"resnet": ["--preset", "small"]}))
     cells = cells_of(tmp_path)  # no run has started: every cell missing, none guessed
     assert [(c.preset, c.precision, c.test_accuracy) for c in cells] == [("small", "bf16", None)] * 2
-    assert "| ResNet | small | bf16 | 2 | 2 | n/a | 0 / 0 | n/a | 0 |" in render(cells)
+    assert "| ResNet | small | bf16 | 2 | 2 | n/a | 0 / 0 | n/a | n/a |" in render(cells)

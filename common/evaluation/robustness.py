@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest, quantile_test
 
 from common.atomic import write_or_print
 from common.errors import DataError
@@ -26,6 +29,7 @@ from common.runs.typed import to_jsonable
 
 GOAL_ACCURACY = 0.95  # every cell
 GOAL_MEDIAN_EPOCHS = 5  # median epochs to learn, per model
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -95,26 +99,58 @@ def cells_of(cv_folder: Path) -> list[Cell]:
     return cells
 
 
+def median_epochs_to_learn(epochs: list[int | None]) -> tuple[float, float, float]:
+    """Median epochs to learn of finished runs with its distribution-free 95 % CI (order statistics,
+    scipy's quantile_test). A run that never learned counts as later than every epoch (inf), not as
+    absent: leaving it out would make a preset that fails often look fast. CI bounds are nan where
+    the runs are too few for one (n < 6)."""
+    values = np.array([math.inf if e is None else float(e) for e in epochs])
+    interval = quantile_test(values, q=0, p=0.5).confidence_interval(CONFIDENCE)
+    return float(np.median(values)), float(interval.low), float(interval.high)
+
+
+def failure_rate_interval(failures: int, runs: int) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) 95 % CI of the share of runs that never learned."""
+    interval = binomtest(failures, runs).proportion_ci(CONFIDENCE, method="exact")
+    return interval.low, interval.high
+
+
+def _epochs(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:g}"
+
+
+def _summary_row(model: str, precision: str, group: list[Cell]) -> str:
+    done = [c for c in group if c.test_accuracy is not None]
+    if not done:
+        return f"| {model} | {group[0].preset} | {precision} | {len(group)} | {len(group)} | n/a | 0 / 0 | n/a | n/a |"
+    median, low, high = median_epochs_to_learn([c.epochs_to_learn for c in done])
+    interval = "" if math.isnan(low) else f" ({_epochs(low)}–{_epochs(high)})"
+    never = sum(c.epochs_to_learn is None for c in done)
+    rate_low, rate_high = failure_rate_interval(never, len(done))
+    return (f"| {model} | {done[0].preset} | {precision} | {len(group)} | {len(group) - len(done)} "
+            f"| {min(c.test_accuracy for c in done):.3f} | {sum(c.test_accuracy >= GOAL_ACCURACY for c in done)} "
+            f"/ {len(done)} | {_epochs(median)}{interval} | {never} ({100 * rate_low:.0f}–{100 * rate_high:.0f} %) |")
+
+
 def render(cells: list[Cell]) -> str:
     if not cells:
         raise DataError("no runs in the given cross-validation folders")
     lines = ["## Summary", "",
              f"Goal: every cell test accuracy >= {GOAL_ACCURACY}; median epochs to learn <= {GOAL_MEDIAN_EPOCHS} "
              "per model (first epoch with val accuracy 1.0).", "",
-             "| model | preset | precision | runs | missing | min test acc | cells >= goal | median epochs to learn "
-             "| never learned |", "|---|---|---|---|---|---|---|---|---|"]
+             "Median epochs to learn over the finished runs, a run that never learned counted as later than "
+             "every epoch, with its distribution-free 95 % CI (order statistics; none under 6 runs); never "
+             "learned: runs, and the exact (Clopper-Pearson) 95 % CI of their share.", "",
+             "| model | preset | precision | runs | missing | min test acc | cells >= goal "
+             "| median epochs to learn (95 % CI) | never learned (95 % CI) |", "|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.model, cell.precision), []).append(cell)
-    for (model, precision), group in sorted(groups.items()):
-        done = [c for c in group if c.test_accuracy is not None]
-        learned = [c.epochs_to_learn for c in done if c.epochs_to_learn is not None]
-        median = statistics.median(learned) if learned else None
-        lines.append(
-            f"| {model} | {(done or group)[0].preset} | {precision} | {len(group)} | {len(group) - len(done)} "
-            f"| {f'{min(c.test_accuracy for c in done):.3f}' if done else 'n/a'} "
-            f"| {sum(c.test_accuracy >= GOAL_ACCURACY for c in done)} / {len(done)} "
-            f"| {'n/a' if median is None else f'{median:g}'} | {len(done) - len(learned)} |")
+    lines += [_summary_row(model, precision, group) for (model, precision), group in sorted(groups.items())]
+    models = sorted({model for model, _ in groups})
+    for model in models:  # the goal is per model: its runs of every precision together
+        if sum(m == model for m, _ in groups) > 1:
+            lines.append(_summary_row(model, "all", [c for c in cells if c.model == model]))
     lines += ["", "## Every run", "", "| model | precision | fold | seed | test accuracy | epochs to learn |",
               "|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: (c.model, c.precision, c.fold, c.seed)):
