@@ -143,7 +143,7 @@ def test_epochs_to_learn_is_the_first_epoch_with_perfect_val_accuracy():
     # 3 finished runs: median 4 (the run that never learned counts as later than every epoch), no CI
     # under 6 runs; 1 of 3 never learned, exact CI 0.8-90.6 %
     assert "| ResNet | small | bf16 | 3 | 0 | 0.900 | 2 / 3 | 4 | 1 (1–91 %) |" in text
-    assert "| ResNet | bf16 | 1 | 0 | 0.900 | never |" in text and "| ResNet | ? | 3 | 0 | missing |  |" in text
+    assert "| ResNet | small | bf16 | 1 | 0 | 0.900 | never |" in text and "| ResNet | ? | ? | 3 | 0 | missing |  |" in text
 
 
 def test_a_run_that_never_learned_is_counted_not_dropped_from_the_median():
@@ -176,6 +176,12 @@ def test_a_model_trained_in_two_precisions_gets_a_row_of_all_its_runs():
     text = render(cells)
     assert "| ResNet | small | all | 6 | 0 | 1.000 | 6 / 6 | 2 (1–3) | 0 (0–46 %) |" in text
     assert "| Transformer | small | all |" not in text
+    recipe = [Cell("ResNet", "small_recipe", "bf16", fold, 0, 0.5, None) for fold in range(3)]
+    text = render(cells + recipe)  # another preset of the same model: its own rows, never pooled with small's
+    assert "| ResNet | small_recipe | bf16 | 3 | 0 | 0.500 | 0 / 3 | never | 3 (29–100 %) |" in text
+    assert "| ResNet | small | bf16 | 3 | 0 | 1.000 | 3 / 3 |" in text
+    assert "| ResNet | small | all | 6 | 0 | 1.000 | 6 / 6 | 2 (1–3) | 0 (0–46 %) |" in text
+    assert "| ResNet | small_recipe | all |" not in text
 
 
 def test_a_matrix_still_training_shows_each_missing_run_under_its_planned_preset_and_precision(tmp_path):

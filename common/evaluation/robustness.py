@@ -143,20 +143,19 @@ def render(cells: list[Cell]) -> str:
              "learned: runs, and the exact (Clopper-Pearson) 95 % CI of their share.", "",
              "| model | preset | precision | runs | missing | min test acc | cells >= goal "
              "| median epochs to learn (95 % CI) | never learned (95 % CI) |", "|---|---|---|---|---|---|---|---|---|"]
-    groups: dict[tuple[str, str], list[Cell]] = {}
+    groups: dict[tuple[str, str, str], list[Cell]] = {}  # one row per preset: a model may have several
     for cell in cells:
-        groups.setdefault((cell.model, cell.precision), []).append(cell)
-    lines += [_summary_row(model, precision, group) for (model, precision), group in sorted(groups.items())]
-    models = sorted({model for model, _ in groups})
-    for model in models:  # the goal is per model: its runs of every precision together
-        if sum(m == model for m, _ in groups) > 1:
-            lines.append(_summary_row(model, "all", [c for c in cells if c.model == model]))
-    lines += ["", "## Every run", "", "| model | precision | fold | seed | test accuracy | epochs to learn |",
-              "|---|---|---|---|---|---|"]
-    for c in sorted(cells, key=lambda c: (c.model, c.precision, c.fold, c.seed)):
+        groups.setdefault((cell.model, cell.preset, cell.precision), []).append(cell)
+    lines += [_summary_row(model, precision, group) for (model, _, precision), group in sorted(groups.items())]
+    for model, preset in sorted({key[:2] for key in groups}):  # the goal is per preset: every precision together
+        if sum(key[:2] == (model, preset) for key in groups) > 1:
+            lines.append(_summary_row(model, "all", [c for c in cells if (c.model, c.preset) == (model, preset)]))
+    lines += ["", "## Every run", "", "| model | preset | precision | fold | seed | test accuracy | epochs to learn |",
+              "|---|---|---|---|---|---|---|"]
+    for c in sorted(cells, key=lambda c: (c.model, c.preset, c.precision, c.fold, c.seed)):
         accuracy = "missing" if c.test_accuracy is None else f"{c.test_accuracy:.3f}"
         epochs = "never" if c.test_accuracy is not None and c.epochs_to_learn is None else (c.epochs_to_learn or "")
-        lines.append(f"| {c.model} | {c.precision} | {c.fold} | {c.seed} | {accuracy} | {epochs} |")
+        lines.append(f"| {c.model} | {c.preset} | {c.precision} | {c.fold} | {c.seed} | {accuracy} | {epochs} |")
     return "\n".join(lines) + "\n"
 
 
