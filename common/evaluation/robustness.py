@@ -132,6 +132,13 @@ def _summary_row(model: str, precision: str, group: list[Cell]) -> str:
             f"/ {len(done)} | {_epochs(median)}{interval} | {never} ({100 * rate_low:.0f}–{100 * rate_high:.0f} %) |")
 
 
+def _grouped(cells: list[Cell], key) -> list[tuple[tuple, list[Cell]]]:
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(key(cell), []).append(cell)
+    return sorted(groups.items())
+
+
 def render(cells: list[Cell]) -> str:
     if not cells:
         raise DataError("no runs in the given cross-validation folders")
@@ -143,13 +150,11 @@ def render(cells: list[Cell]) -> str:
              "learned: runs, and the exact (Clopper-Pearson) 95 % CI of their share.", "",
              "| model | preset | precision | runs | missing | min test acc | cells >= goal "
              "| median epochs to learn (95 % CI) | never learned (95 % CI) |", "|---|---|---|---|---|---|---|---|---|"]
-    groups: dict[tuple[str, str, str], list[Cell]] = {}  # one row per preset: a model may have several
-    for cell in cells:
-        groups.setdefault((cell.model, cell.preset, cell.precision), []).append(cell)
-    lines += [_summary_row(model, precision, group) for (model, _, precision), group in sorted(groups.items())]
-    for model, preset in sorted({key[:2] for key in groups}):  # the goal is per preset: every precision together
-        if sum(key[:2] == (model, preset) for key in groups) > 1:
-            lines.append(_summary_row(model, "all", [c for c in cells if (c.model, c.preset) == (model, preset)]))
+    by_precision = _grouped(cells, lambda c: (c.model, c.preset, c.precision))  # a model may have several presets
+    lines += [_summary_row(model, precision, group) for (model, _, precision), group in by_precision]
+    for (model, _), group in _grouped(cells, lambda c: (c.model, c.preset)):  # the goal: every precision together
+        if len({c.precision for c in group}) > 1:
+            lines.append(_summary_row(model, "all", group))
     lines += ["", "## Every run", "", "| model | preset | precision | fold | seed | test accuracy | epochs to learn |",
               "|---|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: (c.model, c.preset, c.precision, c.fold, c.seed)):
